@@ -1,0 +1,33 @@
+"""Install saccade_zoo: `pip install .` or `pip install -e .`."""
+import pathlib
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+README = (HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else ""
+
+setup(
+    name="saccade_zoo",
+    version="0.1.0",
+    description="Keras 3 model zoo of hard-attention image classifiers (Saccader, variational saccading, RAM, DRAM).",
+    long_description=README,
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["saccade_zoo", "saccade_zoo.*"]),
+    include_package_data=True,
+    package_data={"saccade_zoo": ["data/assets/*.npz"]},
+    install_requires=[
+        "tensorflow-cpu>=2.21,<2.22",
+        "keras>=3.15,<3.16",
+        "tensorflow-datasets>=4.9.10,<4.10",
+        "numpy>=1.26,<3",
+        "absl-py>=2.1,<3",
+        "tifffile>=2025.1",
+        "imagecodecs>=2025.1",
+        "matplotlib>=3.8,<4",
+    ],
+    extras_require={
+        "litert": ["ai-edge-litert>=2.3,<2.4"],
+        "test": ["pytest>=8", "dill", "importlib_resources", "ai-edge-litert>=2.3,<2.4"],
+    },
+)
