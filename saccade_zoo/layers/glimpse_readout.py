@@ -1,0 +1,58 @@
+"""Read a classifier's logits map at glimpse locations; turn locations into grid coordinates and pixel boxes."""
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="saccade_zoo")
+class GlimpseReadout(keras.layers.Layer):
+    """Gathers per-glimpse logits from a (B, h, w, C) logits map at flat cell indices (B, T).
+
+    The gather is a one-hot matrix product, which is differentiable in the map, needs no gather op and
+    converts to TFLite built-ins. Cell (i, j) of a BagNet with total stride s and receptive field r sees the
+    pixels [s*i, s*i + r) x [s*j, s*j + r) of the input (valid convolutions, so no offset).
+
+    Returns a dict:
+        step_logits: (B, T, C) logits of each glimpse.
+        logits: (B, C) their mean over the T glimpses (the prediction, paper section 3.1).
+        locations: (B, T, 2) int32 (row, col) on the feature grid.
+        boxes: (B, T, 4) float32 pixel boxes (y0, x0, y1, x1), half-open: y1 = y0 + receptive_field.
+    """
+
+    def __init__(self, stride, receptive_field, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = int(stride)
+        self.receptive_field = int(receptive_field)
+
+    def call(self, logits_map, locations):
+        h, w, classes = logits_map.shape[1], logits_map.shape[2], logits_map.shape[3]
+        flat_map = ops.reshape(logits_map, (-1, h * w, classes))
+        locations = ops.cast(locations, "int32")
+        selector = ops.one_hot(locations, h * w, dtype=logits_map.dtype)
+        step_logits = ops.matmul(selector, flat_map)
+        rows = ops.floor_divide(locations, w)
+        cols = locations - rows * w
+        grid = ops.stack([rows, cols], axis=-1)
+        y0 = ops.cast(rows * self.stride, "float32")
+        x0 = ops.cast(cols * self.stride, "float32")
+        size = float(self.receptive_field)
+        boxes = ops.stack([y0, x0, y0 + size, x0 + size], axis=-1)
+        return {
+            "logits": ops.mean(step_logits, axis=1),
+            "step_logits": step_logits,
+            "locations": grid,
+            "boxes": boxes,
+        }
+
+    def compute_output_spec(self, logits_map, locations):
+        batch, steps, classes = logits_map.shape[0], locations.shape[1], logits_map.shape[3]
+        return {
+            "logits": keras.KerasTensor((batch, classes), dtype=logits_map.dtype),
+            "step_logits": keras.KerasTensor((batch, steps, classes), dtype=logits_map.dtype),
+            "locations": keras.KerasTensor((batch, steps, 2), dtype="int32"),
+            "boxes": keras.KerasTensor((batch, steps, 4), dtype="float32"),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(stride=self.stride, receptive_field=self.receptive_field)
+        return config

@@ -1,0 +1,118 @@
+"""The Saccader cell (Elsayed et al. 2019, Eqs. 1-3)."""
+import math
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+MASK_VALUE = 1e5
+
+
+def argmax_last(x):
+    """Argmax over the last axis as int32.
+
+    Written with `tf.math.argmax` on purpose: `keras.ops.argmax` on floats emits a BitwiseAnd that
+    TFLite's built-in op set lacks, while `tf.math.argmax` converts to the built-in ARG_MAX.
+    """
+    return tf.math.argmax(x, axis=-1, output_type=tf.int32)
+
+
+@keras.saving.register_keras_serializable(package="saccade_zoo")
+class SaccaderCell(keras.layers.Layer):
+    """Proposes a sequence of glimpse locations on a feature grid, never revisiting a cell.
+
+    For the mixed what/where features F (B, h, w, d) and state C (visited cells, zeros at t = 0), step t:
+
+    - Eq. 1: G = (F . a) / sqrt(d) - 1e5 C; spatial softmax over the h*w cells (a: a learned d-vector).
+    - Eq. 2: h = sum_ij F_ij G~_ij; channel softmax -> h~.
+    - Eq. 3: R = sum_k F_ijk h~_k - 1e5 C; the policy is softmax(R) over the cells.
+    - Location: sampled from the policy when `training=True`, argmax otherwise, or the given
+      `forced_locations` (teacher forcing, used by location pretraining, paper Eq. 5).
+    - C <- clip(C + onehot(location), 0, 1).
+
+    Because chosen cells are masked with -1e5, a trajectory never repeats a cell; so
+    `num_glimpses` may not exceed h*w.
+
+    Args:
+        num_glimpses: default number of steps T (can be overridden per call).
+        seed: seed of the sampling stream used in training.
+
+    Call args:
+        features: (B, h, w, d) float.
+        forced_locations: optional (B, T) int flat cell indices (row * w + col) to follow.
+        num_glimpses: optional override of T.
+
+    Returns:
+        dict with `locations` (B, T) int32 flat cell indices and `location_logits` (B, T, h*w), the
+        masked logits R of each step (log-softmax of them is the log-policy).
+    """
+
+    def __init__(self, num_glimpses=6, seed=None, attention_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        if int(num_glimpses) < 1:
+            raise ValueError(f"SaccaderCell num_glimpses must be >= 1, got {num_glimpses!r}.")
+        self.num_glimpses = int(num_glimpses)
+        self.seed = seed
+        self.attention_initializer = keras.initializers.get(attention_initializer)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, features_shape):
+        self.attention_vector = self.add_weight(
+            shape=(features_shape[-1],),
+            initializer=self.attention_initializer,
+            name="attention_vector",
+        )
+
+    def call(self, features, forced_locations=None, num_glimpses=None, training=None):
+        steps = self.num_glimpses if num_glimpses is None else int(num_glimpses)
+        h, w, d = features.shape[1], features.shape[2], features.shape[3]
+        cells = h * w
+        if steps > cells:
+            raise ValueError(
+                f"{steps} glimpses requested but the feature grid has only {h}x{w} = {cells} cells; "
+                "the Saccader never revisits a cell."
+            )
+        if forced_locations is not None and forced_locations.shape[1] is not None:
+            if forced_locations.shape[1] < steps:
+                raise ValueError(
+                    f"forced_locations has {forced_locations.shape[1]} steps, fewer than the {steps} glimpses."
+                )
+        flat = ops.reshape(features, (-1, cells, d))
+        spatial_scores = ops.einsum("bnd,d->bn", flat, self.attention_vector) / math.sqrt(d)
+        state = ops.zeros_like(spatial_scores)
+        locations, logits = [], []
+        for t in range(steps):
+            mask = MASK_VALUE * state
+            spatial = ops.softmax(spatial_scores - mask, axis=-1)  # Eq. 1
+            pooled = ops.einsum("bn,bnd->bd", spatial, flat)  # Eq. 2
+            channel = ops.softmax(pooled, axis=-1)
+            location_logits = ops.einsum("bnd,bd->bn", flat, channel) - mask  # Eq. 3
+            if forced_locations is not None:
+                location = ops.cast(forced_locations[:, t], "int32")
+            elif training:
+                location = keras.random.categorical(
+                    location_logits, 1, seed=self.seed_generator, dtype="int32"
+                )[:, 0]
+            else:
+                location = argmax_last(location_logits)
+            state = ops.minimum(state + ops.one_hot(location, cells, dtype=state.dtype), 1.0)
+            locations.append(location)
+            logits.append(location_logits)
+        return {"locations": ops.stack(locations, axis=1), "location_logits": ops.stack(logits, axis=1)}
+
+    def compute_output_spec(self, features, forced_locations=None, num_glimpses=None, training=None):
+        steps = self.num_glimpses if num_glimpses is None else int(num_glimpses)
+        batch, h, w = features.shape[0], features.shape[1], features.shape[2]
+        return {
+            "locations": keras.KerasTensor((batch, steps), dtype="int32"),
+            "location_logits": keras.KerasTensor((batch, steps, h * w), dtype=features.dtype),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_glimpses=self.num_glimpses,
+            seed=self.seed,
+            attention_initializer=keras.initializers.serialize(self.attention_initializer),
+        )
+        return config

@@ -1,0 +1,126 @@
+"""BagNet with a restricted receptive field (Brendel & Bethge 2019), in Saccader's BagNet-lowD form."""
+import keras
+
+from saccade_zoo.layers.bagnet_block import BN_EPSILON, BN_MOMENTUM, BagNetBlock, batch_norm
+from saccade_zoo.models.base import ZooModel
+
+# kernel3 (how many 3x3 blocks lead each group) for the standard receptive fields.
+KERNEL3 = {9: (1, 1, 0, 0), 17: (1, 1, 1, 0), 33: (1, 1, 1, 1), 77: (2, 2, 2, 2)}
+
+
+def receptive_field_and_stride(kernel3, strides, blocks, stem_kernel=3):
+    """(receptive field, total stride) of a BagNet: each k x k conv adds (k-1) * current stride."""
+    field, jump = stem_kernel, 1
+    for n_blocks, n3, stride in zip(blocks, kernel3, strides):
+        for b in range(n_blocks):
+            k = 3 if b < n3 else 1
+            field += (k - 1) * jump
+            if b == 0:
+                jump *= stride
+    return field, jump
+
+
+@keras.saving.register_keras_serializable(package="saccade_zoo")
+class BagNet(ZooModel):
+    """BagNet backbone + classifier head ("lowD" bottleneck as in Saccader).
+
+    Geometry (reference code, checked against the paper's parameter count): ResNet-50 skeleton of
+    bottleneck groups ``blocks`` = [3, 4, 6, 3], ``planes`` = [64, 128, 256, 512], expansion 4; the stem
+    is ONE 3x3 stride-1 conv (no 7x7, no max-pool); every conv is "valid"; in each group the first
+    ``kernel3[g]`` blocks use 3x3 and the rest 1x1; the first block of each group has stride
+    ``strides[g]`` = [2, 2, 2, 1] (total stride 8). BagNet-77: kernel3 = [2, 2, 2, 2]; the 9/17/33
+    variants use fewer 3x3 blocks (see KERNEL3). With a 224 px input BagNet-77 gives a 19x19 grid and
+    cell (i, j) sees exactly pixels [8i, 8i+76] x [8j, 8j+76].
+
+    Head: 1x1 conv to ``lowd_dim`` (512, no bias) + BN + ReLU ("what" features), then a 1x1 conv with
+    bias to ``num_classes`` (the logits map); image logits = its spatial mean. ``lowd_dim=None`` gives
+    the original BagNet head (logits straight from the 2048-d features).
+
+    Outputs (dict): ``logits`` (B, C), ``logits_map`` (B, h, w, C), ``features`` (B, h, w, 2048 for
+    expansion 4 and planes[-1] = 512), ``what`` (B, h, w, lowd_dim).
+    """
+
+    def __init__(
+        self,
+        image_shape=(224, 224, 3),
+        num_classes=1001,
+        blocks=(3, 4, 6, 3),
+        planes=(64, 128, 256, 512),
+        kernel3=(2, 2, 2, 2),
+        strides=(2, 2, 2, 1),
+        stem_filters=64,
+        expansion=4,
+        lowd_dim=512,
+        bn_momentum=BN_MOMENTUM,
+        bn_epsilon=BN_EPSILON,
+        name="bagnet",
+        **kwargs,
+    ):
+        image_shape = tuple(int(d) for d in image_shape)
+        blocks, planes, kernel3, strides = (tuple(int(v) for v in s) for s in (blocks, planes, kernel3, strides))
+        if len(image_shape) != 3:
+            raise ValueError(f"image_shape must be (height, width, channels), got {image_shape}.")
+        if not len(blocks) == len(planes) == len(kernel3) == len(strides):
+            raise ValueError("blocks, planes, kernel3 and strides must have the same length (one per group).")
+        if any(k > b for k, b in zip(kernel3, blocks)):
+            raise ValueError(f"kernel3 {kernel3} asks for more 3x3 blocks than a group has ({blocks}).")
+        field, stride = receptive_field_and_stride(kernel3, strides, blocks)
+        if min(image_shape[:2]) < field:
+            raise ValueError(
+                f"image_shape {image_shape} is smaller than one receptive field ({field} px) of this BagNet."
+            )
+
+        images = keras.Input(image_shape, name="images")
+        x = keras.layers.Conv2D(stem_filters, 3, padding="valid", use_bias=False, kernel_initializer="he_normal",
+                                name="stem_conv")(images)
+        x = batch_norm("stem_bn", momentum=bn_momentum, epsilon=bn_epsilon)(x)
+        x = keras.layers.ReLU(name="stem_relu")(x)
+        channels = stem_filters
+        for g, (n_blocks, width, n3, group_stride) in enumerate(zip(blocks, planes, kernel3, strides)):
+            for b in range(n_blocks):
+                block_stride = group_stride if b == 0 else 1
+                x = BagNetBlock(
+                    width,
+                    kernel_size=3 if b < n3 else 1,
+                    strides=block_stride,
+                    expansion=expansion,
+                    projection_shortcut=block_stride != 1 or channels != width * expansion,
+                    bn_momentum=bn_momentum,
+                    bn_epsilon=bn_epsilon,
+                    name=f"group{g + 1}_block{b + 1}",
+                )(x)
+                channels = width * expansion
+        features = x
+        if lowd_dim:
+            what = keras.layers.Conv2D(lowd_dim, 1, use_bias=False, kernel_initializer="he_normal",
+                                       name="lowd_conv")(features)
+            what = batch_norm("lowd_bn", momentum=bn_momentum, epsilon=bn_epsilon)(what)
+            what = keras.layers.ReLU(name="lowd_relu")(what)
+        else:
+            what = features
+        logits_map = keras.layers.Conv2D(num_classes, 1, use_bias=True, name="logits_conv")(what)
+        logits = keras.layers.GlobalAveragePooling2D(name="spatial_mean")(logits_map)
+        outputs = {"logits": logits, "logits_map": logits_map, "features": features, "what": what}
+        super().__init__(inputs=images, outputs=outputs, name=name, **kwargs)
+
+        self.num_classes = int(num_classes)
+        self.blocks, self.planes, self.kernel3, self.strides = blocks, planes, kernel3, strides
+        self.stem_filters, self.expansion, self.lowd_dim = int(stem_filters), int(expansion), lowd_dim
+        self.bn_momentum, self.bn_epsilon = bn_momentum, bn_epsilon
+        self.receptive_field, self.stride = field, stride
+        self.grid_shape = tuple(int(d) for d in logits_map.shape[1:3])
+
+    def _constructor_config(self):
+        return {
+            "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "blocks": list(self.blocks),
+            "planes": list(self.planes),
+            "kernel3": list(self.kernel3),
+            "strides": list(self.strides),
+            "stem_filters": self.stem_filters,
+            "expansion": self.expansion,
+            "lowd_dim": self.lowd_dim,
+            "bn_momentum": self.bn_momentum,
+            "bn_epsilon": self.bn_epsilon,
+        }

@@ -1,0 +1,162 @@
+"""Saccader (Elsayed, Kornblith, Le 2019): BagNet-lowD + attention network + mixing conv + Saccader cell."""
+import keras
+
+from saccade_zoo.layers.attention import AttentionNetwork
+from saccade_zoo.layers.glimpse_readout import GlimpseReadout
+from saccade_zoo.layers.policies import EngineeredPolicy
+from saccade_zoo.layers.saccader_cell import SaccaderCell
+from saccade_zoo.models.base import ZooModel
+
+OUTPUT_KEYS = ("logits", "step_logits", "locations", "boxes")
+
+
+def _as_backbone(backbone):
+    if isinstance(backbone, dict):
+        backbone = keras.saving.deserialize_keras_object(backbone)
+    if not all(hasattr(backbone, a) for a in ("grid_shape", "receptive_field", "stride")):
+        raise ValueError(f"backbone must be a saccade_zoo BagNet, got {type(backbone).__name__}.")
+    return backbone
+
+
+def _check_glimpses(num_glimpses, grid_shape):
+    cells = grid_shape[0] * grid_shape[1]
+    if not 1 <= int(num_glimpses) <= cells:
+        raise ValueError(
+            f"num_glimpses must be between 1 and the {grid_shape[0]}x{grid_shape[1]} = {cells} cells of the "
+            f"feature grid (a trajectory never revisits a cell), got {num_glimpses}."
+        )
+
+
+class _GlimpseModel(ZooModel):
+    """Common API of the zoo's glimpse classifiers built on a BagNet backbone."""
+
+    @property
+    def receptive_field(self):
+        return self.backbone.receptive_field
+
+    @property
+    def grid_shape(self):
+        return self.backbone.grid_shape
+
+    @property
+    def num_classes(self):
+        return self.backbone.num_classes
+
+    def with_glimpses(self, num_glimpses):
+        """A copy of this model (same weights) that takes `num_glimpses` glimpses; no retraining needed."""
+        _check_glimpses(num_glimpses, self.grid_shape)
+        config = self.get_config()
+        config["num_glimpses"] = int(num_glimpses)
+        clone = type(self).from_config(config)
+        clone.set_weights(self.get_weights())
+        return clone
+
+    def with_policy(self, policy, num_glimpses=None, seed=None):
+        """An engineered-policy classifier on this model's backbone (shared weights, not a copy)."""
+        return PolicyClassifier(self.backbone, policy=policy, num_glimpses=num_glimpses or self.num_glimpses,
+                                seed=seed)
+
+
+@keras.saving.register_keras_serializable(package="saccade_zoo")
+class Saccader(_GlimpseModel):
+    """The Saccader hard-attention classifier.
+
+    Graph (paper Fig. 2, section 3.1): images -> BagNet-lowD -> {2048-d features, 512-d "what" features,
+    logits map}; "where" = AttentionNetwork(features); mixed F = 1x1 conv (with bias, no activation) of
+    concat(where, what) to ``mixing_dim``; the SaccaderCell proposes T cells on F; the prediction is the mean
+    of the logits map read at those cells. Only the BagNet's 77 px receptive field reaches the class scores.
+
+    Outputs (dict): ``logits`` (B, C), ``step_logits`` (B, T, C), ``locations`` (B, T, 2) int32 grid (row,
+    col), ``boxes`` (B, T, 4) pixel boxes (y0, x0, y1, x1), half-open. Glimpses are argmax cells at inference
+    and sampled from the policy when called with ``training=True``. ``with_glimpses(n)`` changes T.
+
+    Args:
+        backbone: a `BagNet` (or its serialized config).
+        num_glimpses: T at inference (6 in the paper's policy-gradient step).
+        attention_filters: widths of the attention network, (1024, 512) in the paper.
+        mixing_dim: channels of the mixed features F (512 in the paper).
+        seed: seed of the cell's sampling stream (training).
+    """
+
+    def __init__(self, backbone, num_glimpses=6, attention_filters=(1024, 512), mixing_dim=512, dilation_rate=2,
+                 seed=None, name="saccader", **kwargs):
+        backbone = _as_backbone(backbone)
+        _check_glimpses(num_glimpses, backbone.grid_shape)
+        attention = AttentionNetwork(attention_filters, dilation_rate=dilation_rate, name="attention_network")
+        concat = keras.layers.Concatenate(axis=-1, name="where_what")
+        mixing = keras.layers.Conv2D(mixing_dim, 1, use_bias=True, name="mixing")
+        cell = SaccaderCell(num_glimpses, seed=seed, name="saccader_cell")
+        readout = GlimpseReadout(backbone.stride, backbone.receptive_field, name="glimpse_readout")
+        parts = (backbone, attention, concat, mixing, cell, readout)
+
+        images = keras.Input(backbone.image_shape, name="images")
+        outputs = self._forward(parts, images)
+        super().__init__(inputs=images, outputs={k: outputs[k] for k in OUTPUT_KEYS}, name=name, **kwargs)
+        self.backbone, self.attention_network, self.where_what, self.mixing, self.cell, self.readout = parts
+        self.num_glimpses = int(num_glimpses)
+        self.attention_filters = tuple(int(f) for f in attention_filters)
+        self.mixing_dim = int(mixing_dim)
+        self.dilation_rate = int(dilation_rate)
+        self.seed = seed
+
+    @staticmethod
+    def _forward(parts, images, training=None, forced_locations=None, num_glimpses=None):
+        backbone, attention, concat, mixing, cell, readout = parts
+        bag = backbone(images, training=training)
+        where = attention(bag["features"], training=training)
+        mixed = mixing(concat([where, bag["what"]]))
+        policy = cell(mixed, forced_locations=forced_locations, num_glimpses=num_glimpses, training=training)
+        glimpses = readout(bag["logits_map"], policy["locations"])
+        return {
+            **glimpses,
+            "cell_locations": policy["locations"],
+            "location_logits": policy["location_logits"],
+            "logits_map": bag["logits_map"],
+            "bagnet_logits": bag["logits"],
+        }
+
+    def forward(self, images, training=None, forced_locations=None, num_glimpses=None):
+        """Everything the training steps need in one pass: the outputs plus ``location_logits`` (B, T, h*w),
+        ``cell_locations`` (B, T) flat indices, ``logits_map`` and ``bagnet_logits`` (the all-cells mean)."""
+        parts = (self.backbone, self.attention_network, self.where_what, self.mixing, self.cell, self.readout)
+        return self._forward(parts, images, training, forced_locations, num_glimpses)
+
+    def _constructor_config(self):
+        return {
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "num_glimpses": self.num_glimpses,
+            "attention_filters": list(self.attention_filters),
+            "mixing_dim": self.mixing_dim,
+            "dilation_rate": self.dilation_rate,
+            "seed": self.seed,
+        }
+
+
+@keras.saving.register_keras_serializable(package="saccade_zoo")
+class PolicyClassifier(_GlimpseModel):
+    """A BagNet read at the cells an engineered policy picks (paper section 4.1's baselines).
+
+    Same outputs as `Saccader`, so every policy is evaluated through the same code. ``policy`` is one of
+    ``random``, ``center``, ``ordered_logits``, ``sobel_mean``, ``sobel_var`` (see `EngineeredPolicy`).
+    """
+
+    def __init__(self, backbone, policy="ordered_logits", num_glimpses=6, seed=None, name=None, **kwargs):
+        backbone = _as_backbone(backbone)
+        _check_glimpses(num_glimpses, backbone.grid_shape)
+        chooser = EngineeredPolicy(policy, num_glimpses, backbone.stride, backbone.receptive_field, seed=seed,
+                                   name=f"{policy}_policy")
+        readout = GlimpseReadout(backbone.stride, backbone.receptive_field, name="glimpse_readout")
+        images = keras.Input(backbone.image_shape, name="images")
+        bag = backbone(images)
+        outputs = readout(bag["logits_map"], chooser(bag["logits_map"], images))
+        super().__init__(inputs=images, outputs={k: outputs[k] for k in OUTPUT_KEYS}, name=name or policy, **kwargs)
+        self.backbone, self.policy_layer, self.readout = backbone, chooser, readout
+        self.policy, self.num_glimpses, self.seed = policy, int(num_glimpses), seed
+
+    def _constructor_config(self):
+        return {
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "policy": self.policy,
+            "num_glimpses": self.num_glimpses,
+            "seed": self.seed,
+        }
