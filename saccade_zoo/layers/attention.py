@@ -17,6 +17,7 @@ class AttentionNetwork(keras.layers.Layer):
     Args:
         filters: the two widths (first pair, second pair); (1024, 512) in the paper.
         dilation_rate: dilation of the 3x3 convs (2 in the paper).
+        synchronized_bn: global-batch BatchNorm statistics under a distribution strategy.
     """
 
     def __init__(
@@ -26,6 +27,7 @@ class AttentionNetwork(keras.layers.Layer):
         bn_momentum=BN_MOMENTUM,
         bn_epsilon=BN_EPSILON,
         kernel_initializer="he_normal",
+        synchronized_bn=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -36,6 +38,7 @@ class AttentionNetwork(keras.layers.Layer):
         self.bn_momentum = bn_momentum
         self.bn_epsilon = bn_epsilon
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.synchronized_bn = bool(synchronized_bn)
         self.convs = []
         self.norms = []
         specs = [(self.filters[0], 1), (self.filters[0], 3), (self.filters[1], 1), (self.filters[1], 3)]
@@ -51,7 +54,9 @@ class AttentionNetwork(keras.layers.Layer):
                     name=f"conv{i + 1}",
                 )
             )
-            self.norms.append(batch_norm(f"bn{i + 1}", momentum=bn_momentum, epsilon=bn_epsilon))
+            self.norms.append(
+                batch_norm(f"bn{i + 1}", momentum=bn_momentum, epsilon=bn_epsilon, synchronized=self.synchronized_bn)
+            )
 
     def build(self, input_shape):
         shape = input_shape
@@ -76,6 +81,7 @@ class AttentionNetwork(keras.layers.Layer):
             dilation_rate=self.dilation_rate,
             bn_momentum=self.bn_momentum,
             bn_epsilon=self.bn_epsilon,
+            synchronized_bn=self.synchronized_bn,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
         return config

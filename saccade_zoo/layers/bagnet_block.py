@@ -6,11 +6,15 @@ BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
 
-def batch_norm(name, gamma_zero=False, momentum=BN_MOMENTUM, epsilon=BN_EPSILON):
-    """The BatchNorm used everywhere in the zoo's BagNets: momentum 0.9, epsilon 1e-5 (reference values)."""
+def batch_norm(name, gamma_zero=False, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=False):
+    """The BatchNorm used everywhere in the zoo's BagNets: momentum 0.9, epsilon 1e-5 (reference values).
+
+    ``synchronized=True`` computes batch statistics over the global batch under a tf.distribute strategy
+    (what makes N replicas train exactly like one device; costs an all-reduce per layer)."""
     return keras.layers.BatchNormalization(
         momentum=momentum,
         epsilon=epsilon,
+        synchronized=synchronized,
         gamma_initializer="zeros" if gamma_zero else "ones",
         name=name,
     )
@@ -38,6 +42,7 @@ class BagNetBlock(keras.layers.Layer):
         projection_shortcut: use a 1x1 conv + BatchNorm on the shortcut (needed when the stride is not 1
             or the channel count changes). The owning backbone decides this, because it knows the input
             channels when it creates the block.
+        synchronized_bn: global-batch BatchNorm statistics under a distribution strategy.
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class BagNetBlock(keras.layers.Layer):
         bn_momentum=BN_MOMENTUM,
         bn_epsilon=BN_EPSILON,
         kernel_initializer="he_normal",
+        synchronized_bn=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -64,7 +70,9 @@ class BagNetBlock(keras.layers.Layer):
         self.projection_shortcut = bool(projection_shortcut)
         self.bn_momentum = bn_momentum
         self.bn_epsilon = bn_epsilon
+        self.synchronized_bn = bool(synchronized_bn)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        bn = dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=self.synchronized_bn)
 
         def conv(filters, size, strides, name):
             return keras.layers.Conv2D(
@@ -79,14 +87,14 @@ class BagNetBlock(keras.layers.Layer):
 
         out = self.filters * self.expansion
         self.conv1 = conv(self.filters, 1, 1, "conv1")
-        self.bn1 = batch_norm("bn1", momentum=bn_momentum, epsilon=bn_epsilon)
+        self.bn1 = batch_norm("bn1", **bn)
         self.conv2 = conv(self.filters, self.kernel_size, self.strides, "conv2")
-        self.bn2 = batch_norm("bn2", momentum=bn_momentum, epsilon=bn_epsilon)
+        self.bn2 = batch_norm("bn2", **bn)
         self.conv3 = conv(out, 1, 1, "conv3")
-        self.bn3 = batch_norm("bn3", gamma_zero=True, momentum=bn_momentum, epsilon=bn_epsilon)
+        self.bn3 = batch_norm("bn3", gamma_zero=True, **bn)
         if self.projection_shortcut:
             self.shortcut_conv = conv(out, 1, self.strides, "shortcut_conv")
-            self.shortcut_bn = batch_norm("shortcut_bn", momentum=bn_momentum, epsilon=bn_epsilon)
+            self.shortcut_bn = batch_norm("shortcut_bn", **bn)
 
     def build(self, input_shape):
         out = self.filters * self.expansion
@@ -144,6 +152,7 @@ class BagNetBlock(keras.layers.Layer):
             projection_shortcut=self.projection_shortcut,
             bn_momentum=self.bn_momentum,
             bn_epsilon=self.bn_epsilon,
+            synchronized_bn=self.synchronized_bn,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
         return config

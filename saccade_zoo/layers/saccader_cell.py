@@ -27,7 +27,10 @@ class SaccaderCell(keras.layers.Layer):
     - Eq. 2: h = sum_ij F_ij G~_ij; channel softmax -> h~.
     - Eq. 3: R = sum_k F_ijk h~_k - 1e5 C; the policy is softmax(R) over the cells.
     - Location: sampled from the policy when `training=True`, argmax otherwise, or the given
-      `forced_locations` (teacher forcing, used by location pretraining, paper Eq. 5).
+      `forced_locations` (teacher forcing, used by location pretraining, paper Eq. 5). With
+      `sampling_noise` (Gumbel noise, (B, T, h*w)) the sample is the Gumbel-max argmax(R + noise), an exact
+      draw from softmax(R) whose randomness the caller controls (the train steps key it on the example, so
+      a step gives the same samples on 1 or N replicas and after a resume).
     - C <- clip(C + onehot(location), 0, 1).
 
     Because chosen cells are masked with -1e5, a trajectory never repeats a cell; so
@@ -41,6 +44,7 @@ class SaccaderCell(keras.layers.Layer):
         features: (B, h, w, d) float.
         forced_locations: optional (B, T) int flat cell indices (row * w + col) to follow.
         num_glimpses: optional override of T.
+        sampling_noise: optional (B, >=T, h*w) Gumbel noise used instead of the layer's own sampler.
 
     Returns:
         dict with `locations` (B, T) int32 flat cell indices and `location_logits` (B, T, h*w), the
@@ -63,7 +67,7 @@ class SaccaderCell(keras.layers.Layer):
             name="attention_vector",
         )
 
-    def call(self, features, forced_locations=None, num_glimpses=None, training=None):
+    def call(self, features, forced_locations=None, num_glimpses=None, sampling_noise=None, training=None):
         steps = self.num_glimpses if num_glimpses is None else int(num_glimpses)
         h, w, d = features.shape[1], features.shape[2], features.shape[3]
         cells = h * w
@@ -89,6 +93,8 @@ class SaccaderCell(keras.layers.Layer):
             location_logits = ops.einsum("bnd,bd->bn", flat, channel) - mask  # Eq. 3
             if forced_locations is not None:
                 location = ops.cast(forced_locations[:, t], "int32")
+            elif sampling_noise is not None:
+                location = argmax_last(location_logits + sampling_noise[:, t])
             elif training:
                 location = keras.random.categorical(
                     location_logits, 1, seed=self.seed_generator, dtype="int32"
@@ -100,7 +106,8 @@ class SaccaderCell(keras.layers.Layer):
             logits.append(location_logits)
         return {"locations": ops.stack(locations, axis=1), "location_logits": ops.stack(logits, axis=1)}
 
-    def compute_output_spec(self, features, forced_locations=None, num_glimpses=None, training=None):
+    def compute_output_spec(self, features, forced_locations=None, num_glimpses=None, sampling_noise=None,
+                            training=None):
         steps = self.num_glimpses if num_glimpses is None else int(num_glimpses)
         batch, h, w = features.shape[0], features.shape[1], features.shape[2]
         return {

@@ -34,7 +34,8 @@ class BagNet(ZooModel):
 
     Head: 1x1 conv to ``lowd_dim`` (512, no bias) + BN + ReLU ("what" features), then a 1x1 conv with
     bias to ``num_classes`` (the logits map); image logits = its spatial mean. ``lowd_dim=None`` gives
-    the original BagNet head (logits straight from the 2048-d features).
+    the original BagNet head (logits straight from the 2048-d features). ``synchronized_bn=True`` uses
+    global-batch BatchNorm statistics under a tf.distribute strategy (N replicas then train exactly as one).
 
     Outputs (dict): ``logits`` (B, C), ``logits_map`` (B, h, w, C), ``features`` (B, h, w, 2048 for
     expansion 4 and planes[-1] = 512), ``what`` (B, h, w, lowd_dim).
@@ -53,6 +54,7 @@ class BagNet(ZooModel):
         lowd_dim=512,
         bn_momentum=BN_MOMENTUM,
         bn_epsilon=BN_EPSILON,
+        synchronized_bn=False,
         name="bagnet",
         **kwargs,
     ):
@@ -70,10 +72,11 @@ class BagNet(ZooModel):
                 f"image_shape {image_shape} is smaller than one receptive field ({field} px) of this BagNet."
             )
 
+        bn = dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=synchronized_bn)
         images = keras.Input(image_shape, name="images")
         x = keras.layers.Conv2D(stem_filters, 3, padding="valid", use_bias=False, kernel_initializer="he_normal",
                                 name="stem_conv")(images)
-        x = batch_norm("stem_bn", momentum=bn_momentum, epsilon=bn_epsilon)(x)
+        x = batch_norm("stem_bn", **bn)(x)
         x = keras.layers.ReLU(name="stem_relu")(x)
         channels = stem_filters
         for g, (n_blocks, width, n3, group_stride) in enumerate(zip(blocks, planes, kernel3, strides)):
@@ -87,6 +90,7 @@ class BagNet(ZooModel):
                     projection_shortcut=block_stride != 1 or channels != width * expansion,
                     bn_momentum=bn_momentum,
                     bn_epsilon=bn_epsilon,
+                    synchronized_bn=synchronized_bn,
                     name=f"group{g + 1}_block{b + 1}",
                 )(x)
                 channels = width * expansion
@@ -94,7 +98,7 @@ class BagNet(ZooModel):
         if lowd_dim:
             what = keras.layers.Conv2D(lowd_dim, 1, use_bias=False, kernel_initializer="he_normal",
                                        name="lowd_conv")(features)
-            what = batch_norm("lowd_bn", momentum=bn_momentum, epsilon=bn_epsilon)(what)
+            what = batch_norm("lowd_bn", **bn)(what)
             what = keras.layers.ReLU(name="lowd_relu")(what)
         else:
             what = features
@@ -106,7 +110,7 @@ class BagNet(ZooModel):
         self.num_classes = int(num_classes)
         self.blocks, self.planes, self.kernel3, self.strides = blocks, planes, kernel3, strides
         self.stem_filters, self.expansion, self.lowd_dim = int(stem_filters), int(expansion), lowd_dim
-        self.bn_momentum, self.bn_epsilon = bn_momentum, bn_epsilon
+        self.bn_momentum, self.bn_epsilon, self.synchronized_bn = bn_momentum, bn_epsilon, bool(synchronized_bn)
         self.receptive_field, self.stride = field, stride
         self.grid_shape = tuple(int(d) for d in logits_map.shape[1:3])
 
@@ -123,4 +127,5 @@ class BagNet(ZooModel):
             "lowd_dim": self.lowd_dim,
             "bn_momentum": self.bn_momentum,
             "bn_epsilon": self.bn_epsilon,
+            "synchronized_bn": self.synchronized_bn,
         }

@@ -82,7 +82,8 @@ class Saccader(_GlimpseModel):
                  seed=None, name="saccader", **kwargs):
         backbone = _as_backbone(backbone)
         _check_glimpses(num_glimpses, backbone.grid_shape)
-        attention = AttentionNetwork(attention_filters, dilation_rate=dilation_rate, name="attention_network")
+        attention = AttentionNetwork(attention_filters, dilation_rate=dilation_rate, name="attention_network",
+                                     synchronized_bn=backbone.synchronized_bn)
         concat = keras.layers.Concatenate(axis=-1, name="where_what")
         mixing = keras.layers.Conv2D(mixing_dim, 1, use_bias=True, name="mixing")
         cell = SaccaderCell(num_glimpses, seed=seed, name="saccader_cell")
@@ -100,12 +101,15 @@ class Saccader(_GlimpseModel):
         self.seed = seed
 
     @staticmethod
-    def _forward(parts, images, training=None, forced_locations=None, num_glimpses=None):
+    def _forward(parts, images, training=None, forced_locations=None, num_glimpses=None, sampling_noise=None,
+                 backbone_training=None, bag=None):
         backbone, attention, concat, mixing, cell, readout = parts
-        bag = backbone(images, training=training)
+        if bag is None:
+            bag = backbone(images, training=training if backbone_training is None else backbone_training)
         where = attention(bag["features"], training=training)
         mixed = mixing(concat([where, bag["what"]]))
-        policy = cell(mixed, forced_locations=forced_locations, num_glimpses=num_glimpses, training=training)
+        policy = cell(mixed, forced_locations=forced_locations, num_glimpses=num_glimpses,
+                      sampling_noise=sampling_noise, training=training)
         glimpses = readout(bag["logits_map"], policy["locations"])
         return {
             **glimpses,
@@ -113,13 +117,20 @@ class Saccader(_GlimpseModel):
             "location_logits": policy["location_logits"],
             "logits_map": bag["logits_map"],
             "bagnet_logits": bag["logits"],
+            "mixed": mixed,
         }
 
-    def forward(self, images, training=None, forced_locations=None, num_glimpses=None):
+    def forward(self, images, training=None, forced_locations=None, num_glimpses=None, sampling_noise=None,
+                backbone_training=None, bag=None):
         """Everything the training steps need in one pass: the outputs plus ``location_logits`` (B, T, h*w),
-        ``cell_locations`` (B, T) flat indices, ``logits_map`` and ``bagnet_logits`` (the all-cells mean)."""
-        parts = (self.backbone, self.attention_network, self.where_what, self.mixing, self.cell, self.readout)
-        return self._forward(parts, images, training, forced_locations, num_glimpses)
+        ``cell_locations`` (B, T) flat indices, ``logits_map``, ``bagnet_logits`` (the all-cells mean) and the
+        mixed features. ``backbone_training`` runs the BagNet in another mode (False: frozen statistics);
+        ``bag`` reuses BagNet outputs already computed (several trajectories over one image)."""
+        return self._forward(self._parts(), images, training, forced_locations, num_glimpses, sampling_noise,
+                             backbone_training, bag)
+
+    def _parts(self):
+        return (self.backbone, self.attention_network, self.where_what, self.mixing, self.cell, self.readout)
 
     def _constructor_config(self):
         return {
