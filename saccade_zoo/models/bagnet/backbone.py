@@ -1,8 +1,11 @@
 """BagNet with a restricted receptive field (Brendel & Bethge 2019), in Saccader's BagNet-lowD form."""
 import keras
+import tensorflow as tf
 
 from saccade_zoo.layers.bagnet_block import BN_EPSILON, BN_MOMENTUM, BagNetBlock, batch_norm
 from saccade_zoo.models.base import ZooModel
+from saccade_zoo.training.losses import aggregated_cross_entropy
+from saccade_zoo.training.staged import StagedTrainingMixin
 
 # kernel3 (how many 3x3 blocks lead each group) for the standard receptive fields.
 KERNEL3 = {9: (1, 1, 0, 0), 17: (1, 1, 1, 0), 33: (1, 1, 1, 1), 77: (2, 2, 2, 2)}
@@ -21,7 +24,7 @@ def receptive_field_and_stride(kernel3, strides, blocks, stem_kernel=3):
 
 
 @keras.saving.register_keras_serializable(package="saccade_zoo")
-class BagNet(ZooModel):
+class BagNet(StagedTrainingMixin, ZooModel):
     """BagNet backbone + classifier head ("lowD" bottleneck as in Saccader).
 
     Geometry (reference code, checked against the paper's parameter count): ResNet-50 skeleton of
@@ -36,6 +39,9 @@ class BagNet(ZooModel):
     bias to ``num_classes`` (the logits map); image logits = its spatial mean. ``lowd_dim=None`` gives
     the original BagNet head (logits straight from the 2048-d features). ``synchronized_bn=True`` uses
     global-batch BatchNorm statistics under a tf.distribute strategy (N replicas then train exactly as one).
+
+    Trains through ``fit`` after ``compile(optimizer, stage="representation")`` (paper Eq. 4: cross entropy
+    on the class scores aggregated over all locations, plus the weight penalty).
 
     Outputs (dict): ``logits`` (B, C), ``logits_map`` (B, h, w, C), ``features`` (B, h, w, 2048 for
     expansion 4 and planes[-1] = 512), ``what`` (B, h, w, lowd_dim).
@@ -129,3 +135,13 @@ class BagNet(ZooModel):
             "bn_epsilon": self.bn_epsilon,
             "synchronized_bn": self.synchronized_bn,
         }
+
+    def _stage_variables(self, stage):
+        return self.trainable_variables
+
+    def _stage_terms(self, stage, images, labels, training, options):
+        logits = self(images, training=training)["logits"]
+        correct = tf.equal(tf.math.argmax(logits, axis=-1, output_type=tf.int32), labels)
+        return {"per_example": {"ce": aggregated_cross_entropy(logits, labels)},
+                "penalised": self.trainable_variables,
+                "stats": {"accuracy": correct}}

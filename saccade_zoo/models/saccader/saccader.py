@@ -1,11 +1,15 @@
 """Saccader (Elsayed, Kornblith, Le 2019): BagNet-lowD + attention network + mixing conv + Saccader cell."""
 import keras
+import tensorflow as tf
 
 from saccade_zoo.layers.attention import AttentionNetwork
 from saccade_zoo.layers.glimpse_readout import GlimpseReadout
 from saccade_zoo.layers.policies import EngineeredPolicy
 from saccade_zoo.layers.saccader_cell import SaccaderCell
 from saccade_zoo.models.base import ZooModel
+from saccade_zoo.training.losses import aggregated_cross_entropy, location_targets, reinforce_loss
+from saccade_zoo.training.sampling import example_keys, keyed_gumbel
+from saccade_zoo.training.staged import StagedTrainingMixin, global_mean
 
 OUTPUT_KEYS = ("logits", "step_logits", "locations", "boxes")
 
@@ -58,7 +62,7 @@ class _GlimpseModel(ZooModel):
 
 
 @keras.saving.register_keras_serializable(package="saccade_zoo")
-class Saccader(_GlimpseModel):
+class Saccader(StagedTrainingMixin, _GlimpseModel):
     """The Saccader hard-attention classifier.
 
     Graph (paper Fig. 2, section 3.1): images -> BagNet-lowD -> {2048-d features, 512-d "what" features,
@@ -69,6 +73,11 @@ class Saccader(_GlimpseModel):
     Outputs (dict): ``logits`` (B, C), ``step_logits`` (B, T, C), ``locations`` (B, T, 2) int32 grid (row,
     col), ``boxes`` (B, T, 4) pixel boxes (y0, x0, y1, x1), half-open. Glimpses are argmax cells at inference
     and sampled from the policy when called with ``training=True``. ``with_glimpses(n)`` changes T.
+
+    Training (paper section 3.2) runs through ``fit`` after ``compile(optimizer, stage=...)``:
+    ``"representation"`` (Eq. 4, BagNet only), ``"location"`` (Eq. 5, T = 12, BagNet frozen: no gradient and
+    BatchNorm statistics fixed) and ``"policy"`` (Eq. 6, REINFORCE with S sampled trajectories and a batch-mean
+    baseline + cross entropy on the glimpse-averaged logits, whole model). See `StagedTrainingMixin.compile`.
 
     Args:
         backbone: a `BagNet` (or its serialized config).
@@ -132,6 +141,61 @@ class Saccader(_GlimpseModel):
     def _parts(self):
         return (self.backbone, self.attention_network, self.where_what, self.mixing, self.cell, self.readout)
 
+    # ------------------------------------------------------------------------------------------- training
+    supported_stages = ("representation", "location", "policy")
+
+    def location_variables(self):
+        """The location network's trainable weights: attention network, mixing conv, Saccader cell."""
+        return (self.attention_network.trainable_variables + self.mixing.trainable_variables
+                + self.cell.trainable_variables)
+
+    def _stage_variables(self, stage):
+        if stage == "representation":
+            return self.backbone.trainable_variables
+        if stage == "location":
+            return self.location_variables()
+        return self.trainable_variables
+
+    def _stage_terms(self, stage, images, labels, training, options):
+        if stage == "representation":
+            bag = self.backbone(images, training=training)
+            return {"per_example": {"ce": aggregated_cross_entropy(bag["logits"], labels)},
+                    "penalised": self.backbone.trainable_variables,
+                    "stats": {"accuracy": _correct(bag["logits"], labels)}}
+        if stage == "location":
+            steps = options["location_glimpses"]
+            bag = {k: tf.stop_gradient(v) for k, v in self.backbone(images, training=False).items()}
+            targets = location_targets(bag["logits_map"], steps)
+            out = self.forward(images, training=training, forced_locations=targets, num_glimpses=steps, bag=bag)
+            step_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=out["location_logits"])
+            hits = tf.equal(tf.math.argmax(out["location_logits"], axis=-1, output_type=tf.int32), targets)
+            return {"per_example": {"location_ce": tf.reduce_sum(step_ce, axis=1)},
+                    "penalised": self.location_variables(),
+                    "stats": {"location_accuracy": tf.reduce_mean(tf.cast(hits, tf.float32), axis=1)}}
+        steps = options["num_glimpses"] or self.num_glimpses
+        bag = self.backbone(images, training=training)
+        if not training:  # evaluation: the argmax policy, no REINFORCE term
+            out = self.forward(images, training=False, num_glimpses=steps, bag=bag)
+            return {"per_example": {"ce": aggregated_cross_entropy(out["step_logits"], labels)},
+                    "penalised": self.trainable_variables,
+                    "stats": {"accuracy": _correct(out["logits"], labels), "reward": _correct(out["logits"], labels)}}
+        keys = example_keys(images)
+        cells = self.grid_shape[0] * self.grid_shape[1]
+        trajectories = []
+        for s in range(options["num_trajectories"]):
+            noise = keyed_gumbel(keys, self.optimizer.iterations, s, (steps, cells), options["sampling_seed"])
+            out = self.forward(images, training=True, num_glimpses=steps, sampling_noise=noise, bag=bag)
+            trajectories.append((out, _correct(out["logits"], labels)))
+        baseline = global_mean(tf.stack([reward for _, reward in trajectories]))
+        reinforce = tf.add_n([reinforce_loss(out["location_logits"], out["cell_locations"], reward - baseline)
+                              for out, reward in trajectories])
+        ce = tf.add_n([aggregated_cross_entropy(out["step_logits"], labels) for out, _ in trajectories])
+        ce = ce / float(len(trajectories))
+        reward = tf.add_n([reward for _, reward in trajectories]) / float(len(trajectories))
+        return {"per_example": {"reinforce": options["reinforce_weight"] * reinforce, "ce": ce},
+                "penalised": self.trainable_variables,
+                "stats": {"reward": reward, "accuracy": reward}}
+
     def _constructor_config(self):
         return {
             "backbone": keras.saving.serialize_keras_object(self.backbone),
@@ -141,6 +205,10 @@ class Saccader(_GlimpseModel):
             "dilation_rate": self.dilation_rate,
             "seed": self.seed,
         }
+
+
+def _correct(logits, labels):
+    return tf.cast(tf.equal(tf.math.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
 
 
 @keras.saving.register_keras_serializable(package="saccade_zoo")
