@@ -1,0 +1,526 @@
+"""Huge images on disk: tiled pyramidal TIFF writing and tile-by-tile region reads.
+
+Why: variational saccading's *localized spatial transformer* (Ramapuram et al., appendix 7.3/7.4) takes only the
+corners of each glimpse window, reads just that region of the full-resolution image from disk and resamples it
+to L x L (reference: 64 x 64). The paper used tiled / pyramid TIFFs read with libvips; here the same is done with
+``tifffile`` + ``imagecodecs`` (pure Python + numpy, no libvips): only the tiles that a window touches are read
+from the file and decoded (``page.dataoffsets`` / ``page.databytecounts`` + ``page.decode``).
+
+Files written by :func:`write_tiled_tiff`: level 0 is the first IFD, reduced-resolution levels (each half the
+previous, 2 x 2 box filter) are SubIFDs (``subfiletype=1``), tiles of 256 px, deflate (zlib) compression, BigTIFF
+when larger than 2 GB. Any TIFF with the same layout (e.g. from libvips ``tiffsave(tile=True, pyramid=True,
+subifd=True)``) reads the same way.
+
+:class:`TiledImage` also opens striped TIFFs (only the strips a window touches are decoded; a warning says it is
+slow) and, as a last resort, any image Pillow reads (PNG/JPEG: the whole image is decoded once; warned).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import threading
+import warnings
+from typing import Iterator, Optional, Tuple, Union
+
+import numpy as np
+
+DEFAULT_MAX_PIXELS = 1_000_000_000
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------------------------
+
+def _downsample2(a: np.ndarray, rows_per_chunk: int = 1024) -> np.ndarray:
+    """2 x 2 box-filter halving (ceil size, edge replicated), computed in row chunks (works on memmaps)."""
+    h, w = a.shape[:2]
+    oh, ow = (h + 1) // 2, (w + 1) // 2
+    out = np.empty((oh, ow) + a.shape[2:], a.dtype)
+    acc_t = np.float64 if a.dtype.kind == "f" else np.uint32
+    for r0 in range(0, oh, rows_per_chunk):
+        r1 = min(oh, r0 + rows_per_chunk)
+        rows = np.asarray(a[2 * r0:min(h, 2 * r1)]).astype(acc_t)
+        if rows.shape[0] < 2 * (r1 - r0):
+            rows = np.concatenate([rows, rows[-1:]], 0)
+        if w % 2:
+            rows = np.concatenate([rows, rows[:, -1:]], 1)
+        s = rows[0::2, 0::2] + rows[1::2, 0::2] + rows[0::2, 1::2] + rows[1::2, 1::2]
+        out[r0:r1] = s / 4 if a.dtype.kind == "f" else (s + 2) // 4
+    return out
+
+
+def _tiles(a: np.ndarray, ts: int, bar=None) -> Iterator[np.ndarray]:
+    h, w = a.shape[:2]
+    for y in range(0, h, ts):
+        for x in range(0, w, ts):
+            yield np.ascontiguousarray(a[y:y + ts, x:x + ts])
+            if bar is not None:
+                bar.add(1)
+
+
+def pyramid_shapes(height: int, width: int, min_level_size: int) -> list:
+    shapes = [(height, width)]
+    while max(shapes[-1]) > min_level_size:
+        h, w = shapes[-1]
+        shapes.append(((h + 1) // 2, (w + 1) // 2))
+    return shapes
+
+
+def write_tiled_tiff(path, array, tile_size: int = 256, min_level_size: Optional[int] = None,
+                     compression: str = "zlib", compression_level: int = 6, predictor: bool = False,
+                     verbose: int = 0) -> str:
+    """Write ``array`` as a tiled pyramidal TIFF (level 0 + SubIFD reduced-resolution levels).
+
+    Args:
+      path: output ``.tif`` path.
+      array: (H, W), (H, W, 1) grayscale or (H, W, 3/4) RGB(A) array, any numpy dtype tifffile stores (uint8 is
+        typical). A ``np.memmap`` works: level 0 is written tile by tile from it, and each reduced level is built
+        in row chunks from the previous one, so peak memory is about the 1/4-size first reduced level, not the
+        image (the in-memory pyramid totals 1/3 of the array).
+      tile_size: tile side (multiple of 16; default 256 as in the paper's libvips setup).
+      min_level_size: stop adding levels once the longer side is <= this (default ``tile_size``).
+      compression: tifffile compression ("zlib" = deflate, "zstd", "lzw", "jpeg", None).
+      predictor: horizontal differencing predictor (smaller files, slower decode).
+      verbose: 1 shows a ``keras.utils.Progbar`` over tiles.
+    Returns ``path``.
+    """
+    import tifffile
+
+    if tile_size <= 0 or tile_size % 16:
+        raise ValueError(f"tile_size must be a positive multiple of 16, got {tile_size}.")
+    a = array if isinstance(array, np.ndarray) else np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ValueError(f"array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got shape {a.shape}.")
+    if a.dtype == np.bool_ or a.dtype.kind not in "uif":
+        raise ValueError(f"unsupported dtype {a.dtype}; use uint8/uint16/float32.")
+    min_level_size = tile_size if min_level_size is None else int(min_level_size)
+    shapes = pyramid_shapes(a.shape[0], a.shape[1], max(1, min_level_size))
+    rgb = a.ndim == 3
+    kwargs = dict(
+        tile=(tile_size, tile_size),
+        photometric="rgb" if rgb else "minisblack",
+        compression=compression,
+        compressionargs={"level": compression_level} if compression in ("zlib", "zstd", "deflate") else None,
+        predictor=predictor or None,
+        metadata=None,
+        dtype=a.dtype,
+    )
+    if rgb and a.shape[2] == 4:
+        kwargs["extrasamples"] = ("unassalpha",)
+    n_tiles = sum(math.ceil(h / tile_size) * math.ceil(w / tile_size) for h, w in shapes)
+    bar = None
+    if verbose:
+        import keras
+        bar = keras.utils.Progbar(n_tiles, verbose=verbose, unit_name="tile")
+    bigtiff = a.nbytes * 4 / 3 > 2**31 - 2**25
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))) or ".", exist_ok=True)
+    with tifffile.TiffWriter(path, bigtiff=bigtiff) as tw:
+        level = a
+        for k, shp in enumerate(shapes):
+            if k:
+                level = _downsample2(level)
+                assert level.shape[:2] == shp
+            tw.write(_tiles(level, tile_size, bar), shape=level.shape,
+                     subifds=len(shapes) - 1 if k == 0 else None, subfiletype=1 if k else 0, **kwargs)
+    return os.fspath(path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------------------------
+
+class _Level:
+    """One resolution level: knows how to fetch any pixel rectangle, decoding only the segments it needs."""
+
+    def __init__(self, owner: "TiledImage", page=None, array=None):
+        self.owner = owner
+        self.page = page
+        self.array = array
+        if page is not None:
+            self.height, self.width = int(page.imagelength), int(page.imagewidth)
+            self.channels = int(page.samplesperpixel)
+            self.dtype = page.dtype
+            if page.is_tiled:
+                self.seg_h, self.seg_w = int(page.tilelength), int(page.tilewidth)
+            else:
+                self.seg_h, self.seg_w = int(page.rowsperstrip or self.height), self.width
+                self.seg_h = min(self.seg_h, self.height)
+            self.segs_across = math.ceil(self.width / self.seg_w)
+            self.segs_down = math.ceil(self.height / self.seg_h)
+            if len(page.dataoffsets) < self.segs_across * self.segs_down:
+                raise ValueError(f"{owner.path}: unexpected segment layout (planar or multi-sample TIFF).")
+        else:
+            self.height, self.width = array.shape[:2]
+            self.channels = array.shape[2] if array.ndim == 3 else 1
+            self.dtype = array.dtype
+
+    @property
+    def shape(self):
+        return (self.height, self.width, self.channels)
+
+    def _segment(self, index: int) -> np.ndarray:
+        o = self.owner
+        key = (id(self), index)
+        cached = o._cache.get(key)
+        if cached is not None:
+            o._cache.move_to_end(key)
+            return cached
+        page = self.page
+        offset, count = int(page.dataoffsets[index]), int(page.databytecounts[index])
+        if offset == 0 or count == 0:  # sparse (never written) tile
+            seg = np.zeros((self.seg_h, self.seg_w, self.channels), self.dtype)
+        else:
+            with o._lock:
+                fh = o._tif.filehandle
+                fh.seek(offset)
+                data = fh.read(count)
+            if len(data) != count:
+                raise ValueError(f"{o.path}: truncated TIFF (segment {index} wants {count} bytes at offset "
+                                 f"{offset}, file ends early).")
+            o.bytes_read += count
+            try:
+                seg, _, _ = page.decode(data, index)
+            except Exception as e:  # imagecodecs / tifffile decode errors
+                raise ValueError(f"{o.path}: corrupt TIFF segment {index}: {e}") from e
+            if seg is None:
+                raise ValueError(f"{o.path}: corrupt TIFF segment {index}: could not decode.")
+            seg = seg.reshape(seg.shape[-3:])
+            o.tiles_decoded += 1
+        if o.cache_tiles:
+            o._cache[key] = seg
+            if len(o._cache) > o.cache_tiles:
+                o._cache.popitem(last=False)
+        return seg
+
+    def read(self, r0: int, c0: int, r1: int, c1: int) -> np.ndarray:
+        """Pixels [r0, r1) x [c0, c1) of this level, zero outside the image. Shape (r1-r0, c1-c0, C)."""
+        out = np.zeros((r1 - r0, c1 - c0, self.channels), self.dtype)
+        y0, y1 = max(r0, 0), min(r1, self.height)
+        x0, x1 = max(c0, 0), min(c1, self.width)
+        if y0 >= y1 or x0 >= x1:
+            return out
+        if self.array is not None:
+            a = self.array[y0:y1, x0:x1]
+            out[y0 - r0:y1 - r0, x0 - c0:x1 - c0] = a.reshape(a.shape[:2] + (self.channels,))
+            return out
+        for ty in range(y0 // self.seg_h, (y1 - 1) // self.seg_h + 1):
+            for tx in range(x0 // self.seg_w, (x1 - 1) // self.seg_w + 1):
+                seg = self._segment(ty * self.segs_across + tx)
+                sy0, sx0 = ty * self.seg_h, tx * self.seg_w
+                a0, a1 = max(y0, sy0), min(y1, sy0 + self.seg_h)
+                b0, b1 = max(x0, sx0), min(x1, sx0 + self.seg_w)
+                out[a0 - r0:a1 - r0, b0 - c0:b1 - c0] = seg[a0 - sy0:a1 - sy0, b0 - sx0:b1 - sx0]
+        return out
+
+
+def _as_hw(size) -> Tuple[int, int]:
+    if isinstance(size, (int, np.integer)):
+        size = (int(size), int(size))
+    h, w = (int(s) for s in size)
+    if h < 1 or w < 1:
+        raise ValueError(f"output size must be >= 1, got {size}.")
+    return h, w
+
+
+class TiledImage:
+    """A huge image on disk, read region by region.
+
+    ``TiledImage(path, max_pixels=1e9, cache_tiles=64)``; use as a context manager or call :meth:`close`.
+
+    Attributes:
+      shape: (H, W, C) of level 0 (C = 1 for grayscale, 3 for RGB, 4 for RGBA).
+      levels: list of (H, W, C) per pyramid level, full resolution first.
+      tiles_decoded, bytes_read: counters of segments decoded / compressed bytes read (for checks and benchmarks).
+
+    Raises ``FileNotFoundError`` for a missing file, ``ValueError`` for a corrupt/truncated/unreadable file and for
+    images over ``max_pixels`` (a decompression-bomb guard; pass a larger ``max_pixels`` to open bigger images).
+    Striped (untiled) TIFFs and non-TIFF images (PNG, JPEG, ... via Pillow) work but emit a warning: they are slow.
+    """
+
+    def __init__(self, path, max_pixels: Optional[float] = DEFAULT_MAX_PIXELS, cache_tiles: int = 64):
+        self.path = os.fspath(path)
+        self.max_pixels = max_pixels
+        self.cache_tiles = int(cache_tiles)
+        self._cache = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._tif = None
+        self.tiles_decoded = 0
+        self.bytes_read = 0
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"Image file not found: {self.path}")
+        try:
+            self._open_tiff()
+        except _NotTiff:
+            self._open_pillow()
+
+    # -- opening ------------------------------------------------------------------------------------------------
+    def _check_pixels(self, h, w):
+        if self.max_pixels is not None and h * w > self.max_pixels:
+            raise ValueError(
+                f"{self.path}: {h} x {w} = {h * w:,} pixels exceeds the limit max_pixels={int(self.max_pixels):,} "
+                "(decompression-bomb guard). If you trust the file, raise it: "
+                f"TiledImage(path, max_pixels={h * w}) or max_pixels=None.")
+
+    def _open_tiff(self):
+        import tifffile
+        with open(self.path, "rb") as f:
+            magic = f.read(4)
+        if magic[:2] not in (b"II", b"MM"):
+            raise _NotTiff()
+        try:
+            self._tif = tifffile.TiffFile(self.path)
+            page0 = self._tif.pages.first
+            pages = [page0] + list(page0.pages or [])
+        except Exception as e:
+            if self._tif is not None:
+                self._tif.close()
+            raise ValueError(f"{self.path}: corrupt or unreadable TIFF ({type(e).__name__}: {e}).") from e
+        # Also accept pyramids stored as a series (e.g. OME), when no SubIFDs.
+        if len(pages) == 1:
+            try:
+                levels = self._tif.series[0].levels
+                if len(levels) > 1:
+                    pages = [lv.keyframe for lv in levels]
+            except Exception:
+                pass
+        self._check_pixels(int(page0.imagelength), int(page0.imagewidth))
+        size = os.path.getsize(self.path)
+        for p in pages:
+            if p.planarconfig != 1 and p.samplesperpixel > 1 or int(p.imagedepth) > 1:
+                self.close()
+                raise ValueError(f"{self.path}: planar-separate or volumetric TIFFs are not supported; "
+                                 "rewrite with write_tiled_tiff.")
+            ends = np.asarray(p.dataoffsets, np.int64) + np.asarray(p.databytecounts, np.int64)
+            if len(ends) and ends.max() > size:
+                self.close()
+                raise ValueError(f"{self.path}: truncated TIFF (data runs to byte {int(ends.max())}, "
+                                 f"file has {size}).")
+        if not page0.is_tiled:
+            warnings.warn(f"{self.path} is a striped (untiled) TIFF: region reads decode whole rows and are slow "
+                          "for large images. Rewrite it with saccade_zoo.data.tiled_tiff.write_tiled_tiff.",
+                          stacklevel=3)
+        self._levels = [_Level(self, page=p) for p in pages]
+        self._levels.sort(key=lambda lv: -lv.width)
+
+    def _open_pillow(self):
+        try:
+            from PIL import Image
+        except ImportError as e:  # pragma: no cover
+            raise ValueError(f"{self.path}: not a TIFF, and Pillow is not installed to read it.") from e
+        try:
+            with Image.open(self.path) as im:
+                w, h = im.size
+                self._check_pixels(h, w)
+                old = Image.MAX_IMAGE_PIXELS
+                Image.MAX_IMAGE_PIXELS = None
+                try:
+                    mode = "L" if im.mode in ("1", "L", "P") and im.mode != "P" else ("RGBA" if "A" in im.mode else "RGB")
+                    if im.mode in ("I;16", "I;16B", "I"):
+                        arr = np.asarray(im)
+                    else:
+                        arr = np.asarray(im.convert(mode))
+                finally:
+                    Image.MAX_IMAGE_PIXELS = old
+        except ValueError:
+            raise
+        except Exception as e:
+            raise ValueError(f"{self.path}: corrupt or unsupported image ({type(e).__name__}: {e}).") from e
+        warnings.warn(f"{self.path} is not a tiled TIFF: the whole image was decoded into memory. "
+                      "Convert it with saccade_zoo.data.tiled_tiff.write_tiled_tiff for fast region reads.",
+                      stacklevel=3)
+        self._levels = [_Level(self, array=arr)]
+
+    # -- properties ----------------------------------------------------------------------------------------------
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        return self._levels[0].shape
+
+    @property
+    def levels(self):
+        return [lv.shape for lv in self._levels]
+
+    @property
+    def is_tiled(self) -> bool:
+        return self._levels[0].page is not None and bool(self._levels[0].page.is_tiled)
+
+    def close(self):
+        if self._tif is not None:
+            self._tif.close()
+            self._tif = None
+        self._cache.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self):
+        return f"TiledImage({self.path!r}, shape={self.shape}, levels={len(self._levels)})"
+
+    # -- reading -------------------------------------------------------------------------------------------------
+    def choose_level(self, win_h: float, win_w: float, out_h: int, out_w: int, factor: float = 2.0) -> int:
+        """Coarsest level whose window is still >= ``factor`` x the output side (both axes); else level 0."""
+        base_h, base_w = self._levels[0].height, self._levels[0].width
+        best = 0
+        for k, lv in enumerate(self._levels):
+            sy, sx = base_h / lv.height, base_w / lv.width
+            if win_h / sy >= factor * out_h and win_w / sx >= factor * out_w:
+                best = k
+        return best
+
+    def read_region(self, y0: float, x0: float, y1: float, x1: float, out_size=64, dtype="float32",
+                    level: Optional[int] = None) -> np.ndarray:
+        """Read the window [y0, y1) x [x0, x1) (level-0 pixel coords, floats allowed) resampled to ``out_size``.
+
+        Bilinear resampling with half-pixel centres (output pixel i samples window coordinate
+        ``y0 + (i + 0.5) * (y1 - y0) / L``), from the coarsest pyramid level whose window is still >= 2 x the
+        output side (level 0 when none is); only the tiles under the window are decoded. Parts of the window
+        outside the image read as zeros (zero padding, blended bilinearly at the border).
+
+        Args:
+          out_size: L or (h, w).
+          dtype: "float32" -> values scaled to [0, 1] for integer images (float images are returned as stored);
+            "uint8" -> rounded 0-255 (for uint8 sources).
+          level: force a pyramid level (index into ``levels``).
+        Returns (h, w, C) array.
+        """
+        if self._levels[0].page is not None and self._tif is None:
+            raise ValueError(f"{self.path}: TiledImage is closed.")
+        oh, ow = _as_hw(out_size)
+        if not (y1 > y0 and x1 > x0):
+            raise ValueError(f"empty window y0={y0}, x0={x0}, y1={y1}, x1={x1}: need y1 > y0 and x1 > x0.")
+        if level is None:
+            level = self.choose_level(y1 - y0, x1 - x0, oh, ow)
+        lv = self._levels[level]
+        sy = lv.height / self._levels[0].height
+        sx = lv.width / self._levels[0].width
+        ly = y0 * sy + (np.arange(oh) + 0.5) * ((y1 - y0) * sy / oh) - 0.5
+        lx = x0 * sx + (np.arange(ow) + 0.5) * ((x1 - x0) * sx / ow) - 0.5
+        r0, c0 = int(np.floor(ly[0])), int(np.floor(lx[0]))
+        r1, c1 = int(np.floor(ly[-1])) + 2, int(np.floor(lx[-1])) + 2
+        patch = lv.read(r0, c0, r1, c1).astype(np.float32)
+        fy, fx = ly - r0, lx - c0
+        iy, ix = np.floor(fy).astype(np.int64), np.floor(fx).astype(np.int64)
+        wy, wx = (fy - iy).astype(np.float32), (fx - ix).astype(np.float32)
+        iy1 = np.minimum(iy + 1, patch.shape[0] - 1)
+        ix1 = np.minimum(ix + 1, patch.shape[1] - 1)
+        top = patch[iy][:, ix] * (1 - wx)[None, :, None] + patch[iy][:, ix1] * wx[None, :, None]
+        bot = patch[iy1][:, ix] * (1 - wx)[None, :, None] + patch[iy1][:, ix1] * wx[None, :, None]
+        out = top * (1 - wy)[:, None, None] + bot * wy[:, None, None]
+        return self._convert(out, lv.dtype, dtype)
+
+    @staticmethod
+    def _convert(out: np.ndarray, src_dtype, dtype):
+        src_dtype = np.dtype(src_dtype)
+        if np.dtype(dtype) == np.uint8:
+            if src_dtype.kind == "f":
+                return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
+            if src_dtype.itemsize > 1:
+                out = out * (255.0 / np.iinfo(src_dtype).max)
+            return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        if np.dtype(dtype) != np.float32:
+            raise ValueError(f"dtype must be 'float32' or 'uint8', got {dtype!r}.")
+        if src_dtype.kind in "ui":
+            out = out / np.float32(np.iinfo(src_dtype).max)
+        return out.astype(np.float32, copy=False)
+
+    def proxy(self, size=32, dtype="float32") -> np.ndarray:
+        """The whole image at ``size`` (J or (h, w)), bilinear from the coarsest level still >= the proxy size
+        (variational saccading's proxy ``c``, e.g. 32 x 32)."""
+        oh, ow = _as_hw(size)
+        h, w = self.shape[:2]
+        return self.read_region(0, 0, h, w, (oh, ow), dtype=dtype,
+                                level=self.choose_level(h, w, oh, ow, factor=1.0))
+
+    def read_level(self, level: int, dtype="float32") -> np.ndarray:
+        """A whole pyramid level (checked against ``max_pixels``)."""
+        lv = self._levels[level]
+        self._check_pixels(lv.height, lv.width)
+        return self._convert(lv.read(0, 0, lv.height, lv.width).astype(np.float32), lv.dtype, dtype)
+
+
+class _NotTiff(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Cluttered examples as TIFF files
+# ----------------------------------------------------------------------------------------------------------------
+
+LABELS_FILE = "labels.json"
+
+
+def write_cluttered_tiffs(out_dir, items, labels, num_examples: int, config=None, seed: int = 0,
+                          tile_size: int = 256, verbose: int = 0) -> str:
+    """Write cluttered examples (see :mod:`saccade_zoo.data.cluttered`) as tiled pyramidal TIFFs.
+
+    Creates ``out_dir/00000.tif, ...`` (uint8 grayscale) and ``out_dir/labels.json`` holding the config, and per
+    example the file name, label (int, or list of 10 for "identify"), boxes (y0, x0, y1, x1 in image pixels) and
+    item labels. One example is in memory at a time. Returns ``out_dir``. Read back with
+    :func:`read_cluttered_tiffs`.
+    """
+    import dataclasses
+
+    from saccade_zoo.data.cluttered import ClutteredConfig, ClutteredGenerator
+
+    config = ClutteredConfig() if config is None else config
+    gen = ClutteredGenerator(items, labels, config, seed)
+    os.makedirs(out_dir, exist_ok=True)
+    bar = None
+    if verbose:
+        import keras
+        bar = keras.utils.Progbar(num_examples, verbose=verbose, unit_name="image")
+    records = []
+    for i in range(num_examples):
+        ex = gen(i)
+        name = f"{i:05d}.tif"
+        img = np.clip(np.rint(ex["image"][..., 0] * 255), 0, 255).astype(np.uint8)
+        write_tiled_tiff(os.path.join(out_dir, name), img, tile_size=tile_size)
+        lab = ex["label"]
+        records.append({"file": name, "label": lab.tolist(), "boxes": ex["boxes"].tolist(),
+                        "item_labels": ex["item_labels"].tolist()})
+        if bar is not None:
+            bar.update(i + 1)
+    meta = {"config": dataclasses.asdict(config), "seed": seed, "examples": records}
+    with open(os.path.join(out_dir, LABELS_FILE), "w") as f:
+        json.dump(meta, f)
+    return os.fspath(out_dir)
+
+
+def read_cluttered_tiffs(out_dir) -> Iterator[Tuple[str, Union[int, np.ndarray], np.ndarray]]:
+    """Yield ``(tiff_path, label, boxes)`` for a directory made by :func:`write_cluttered_tiffs`.
+
+    Open each path with :class:`TiledImage`. Raises FileNotFoundError for a missing labels file or image, and
+    ValueError when the labels file and the images do not match.
+    """
+    lp = os.path.join(out_dir, LABELS_FILE)
+    if not os.path.isfile(lp):
+        raise FileNotFoundError(f"No {LABELS_FILE} in {out_dir}; write the directory with write_cluttered_tiffs.")
+    with open(lp) as f:
+        meta = json.load(f)
+    examples = meta.get("examples")
+    if not isinstance(examples, list):
+        raise ValueError(f"{lp}: malformed labels file (no 'examples' list).")
+    tifs = sorted(n for n in os.listdir(out_dir) if n.endswith(".tif"))
+    if len(tifs) != len(examples):
+        raise ValueError(f"{out_dir}: label/image count mismatch: {len(examples)} labels in {LABELS_FILE}, "
+                         f"{len(tifs)} .tif files.")
+    for rec in examples:
+        p = os.path.join(out_dir, rec["file"])
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"{p} listed in {lp} is missing.")
+        lab = rec["label"]
+        lab = np.asarray(lab, np.float32) if isinstance(lab, list) else int(lab)
+        yield p, lab, np.asarray(rec["boxes"], np.float32)
