@@ -1,0 +1,77 @@
+"""Pictures a person would rather look at than read: glimpses on images, accuracy vs glimpses."""
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_glimpses(images, boxes, path, labels=None, predictions=None, class_names=None, columns=4, title=None):
+    """Draw each glimpse box (numbered in visiting order, early = bright) on its image and save a PNG.
+
+    Args:
+        images: (N, H, W, C) images (any range; shown min-max scaled), C in {1, 3}.
+        boxes: (N, T, 4) pixel boxes (y0, x0, y1, x1).
+        labels / predictions: optional (N,) ints; a title per image shows them (green if equal, red if not).
+    """
+    plt = _pyplot()
+    from matplotlib.patches import Rectangle
+
+    images = np.asarray(images, dtype="float32")
+    n = images.shape[0]
+    columns = min(columns, n)
+    rows = int(np.ceil(n / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
+    colours = plt.cm.autumn(np.linspace(0, 1, boxes.shape[1]))
+    name = (lambda c: class_names[int(c)]) if class_names is not None else str  # noqa: E731
+    for i, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if i >= n:
+            continue
+        image = images[i]
+        image = (image - image.min()) / max(float(image.max() - image.min()), 1e-8)
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        for t, (y0, x0, y1, x1) in enumerate(np.asarray(boxes[i])):
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.5, ec=colours[t]))
+            ax.text(x0 + 1, y0 + 1, str(t + 1), color=colours[t], fontsize=7, va="top", ha="left")
+        if labels is not None or predictions is not None:
+            parts = []
+            if labels is not None:
+                parts.append(f"true: {name(labels[i])}")
+            if predictions is not None:
+                parts.append(f"pred: {name(predictions[i])}")
+            ok = labels is None or predictions is None or int(labels[i]) == int(predictions[i])
+            ax.set_title("\n".join(parts), fontsize=8, color="green" if ok else "red")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_vs_glimpses(results, path, trained_glimpses=None, full_image=None, title=None, ylabel="top-1"):
+    """Line plot of accuracy vs number of glimpses for several policies ({name: [acc at 1..T]})."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, values in results.items():
+        ax.plot(np.arange(1, len(values) + 1), values, marker="o", ms=3, label=name)
+    if full_image is not None:
+        ax.axhline(full_image, color="k", ls=":", label="full image (all cells)")
+    if trained_glimpses:
+        ax.axvline(trained_glimpses, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("number of glimpses")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
