@@ -2,6 +2,8 @@
 import keras
 from keras import ops
 
+from saccade_zoo.layers.saccader_cell import one_hot
+
 
 @keras.saving.register_keras_serializable(package="saccade_zoo")
 class GlimpseReadout(keras.layers.Layer):
@@ -27,7 +29,7 @@ class GlimpseReadout(keras.layers.Layer):
         h, w, classes = logits_map.shape[1], logits_map.shape[2], logits_map.shape[3]
         flat_map = ops.reshape(logits_map, (-1, h * w, classes))
         locations = ops.cast(locations, "int32")
-        selector = ops.one_hot(locations, h * w, dtype=logits_map.dtype)
+        selector = one_hot(locations, h * w, dtype=logits_map.dtype)
         step_logits = ops.matmul(selector, flat_map)
         rows = ops.floor_divide(locations, w)
         cols = locations - rows * w

@@ -4,7 +4,7 @@ import numpy as np
 import keras
 from keras import ops
 
-from saccade_zoo.layers.saccader_cell import argmax_last
+from saccade_zoo.layers.saccader_cell import argmax_last, one_hot
 
 POLICIES = ("random", "center", "ordered_logits", "sobel_mean", "sobel_var")
 
@@ -60,7 +60,7 @@ class EngineeredPolicy(keras.layers.Layer):
         elif self.policy == "ordered_logits":
             flat = ops.reshape(logits_map, (-1, cells, logits_map.shape[-1]))
             predicted = argmax_last(ops.mean(flat, axis=1))
-            selector = ops.one_hot(predicted, logits_map.shape[-1], dtype=flat.dtype)
+            selector = one_hot(predicted, logits_map.shape[-1], dtype=flat.dtype)
             scores = ops.einsum("bnc,bc->bn", flat, selector)
         else:
             scores = ops.reshape(self.sobel_map(images, h, w), (-1, cells))

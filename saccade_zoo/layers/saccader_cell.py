@@ -17,6 +17,17 @@ def argmax_last(x):
     return tf.math.argmax(x, axis=-1, output_type=tf.int32)
 
 
+def one_hot(indices, depth, dtype="float32"):
+    """One-hot encoding written as ``cast(indices[..., None] == arange(depth))``.
+
+    Same values as `keras.ops.one_hot`, but TFLite's full-int8 quantizer mis-quantizes the ONE_HOT op's
+    off_value (the zeros come out as 0.5 after quantization), which corrupted the glimpse state and readout
+    of int8 exports; EQUAL + CAST quantize correctly.
+    """
+    positions = ops.arange(int(depth), dtype="int32")
+    return ops.cast(ops.equal(ops.expand_dims(ops.cast(indices, "int32"), -1), positions), dtype)
+
+
 @keras.saving.register_keras_serializable(package="saccade_zoo")
 class SaccaderCell(keras.layers.Layer):
     """Proposes a sequence of glimpse locations on a feature grid, never revisiting a cell.
@@ -101,7 +112,7 @@ class SaccaderCell(keras.layers.Layer):
                 )[:, 0]
             else:
                 location = argmax_last(location_logits)
-            state = ops.minimum(state + ops.one_hot(location, cells, dtype=state.dtype), 1.0)
+            state = ops.minimum(state + one_hot(location, cells, dtype=state.dtype), 1.0)
             locations.append(location)
             logits.append(location_logits)
         return {"locations": ops.stack(locations, axis=1), "location_logits": ops.stack(logits, axis=1)}
