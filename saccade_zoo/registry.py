@@ -45,7 +45,7 @@ def _build_bagnet(**config):
 
 
 _BACKBONE_KEYS = ("image_shape", "num_classes", "blocks", "planes", "kernel3", "strides", "stem_filters",
-                  "expansion", "lowd_dim", "bn_momentum", "bn_epsilon")
+                  "expansion", "lowd_dim", "bn_momentum", "bn_epsilon", "synchronized_bn")
 
 
 def _split_backbone(config):
