@@ -22,6 +22,7 @@ setup(
         "tensorflow-datasets>=4.9.10,<4.10",
         "numpy>=1.26,<3",
         "absl-py>=2.1,<3",
+        "tensorboard>=2.20",
         "tifffile>=2025.1",
         "imagecodecs>=2025.1",
         "matplotlib>=3.8,<4",

@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TF_ENABLE_ONEDNN_OPTS=0 TF_CPP_MIN_LOG_LEVEL=2 PYTHONHASHSEED=0
-exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+[ $# -gt 0 ] || set -- tests
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -26,7 +26,7 @@ def plot_glimpses(images, boxes, path, labels=None, predictions=None, class_name
     n = images.shape[0]
     columns = min(columns, n)
     rows = int(np.ceil(n / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.6 * rows), squeeze=False)
     colours = plt.cm.autumn(np.linspace(0, 1, boxes.shape[1]))
     name = (lambda c: class_names[int(c)]) if class_names is not None else str  # noqa: E731
     for i, ax in enumerate(axes.ravel()):

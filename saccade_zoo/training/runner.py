@@ -1,0 +1,150 @@
+"""Resumable staged training: a deterministic, skippable batch stream, step checkpoints, optimizers with a
+cosine schedule and warm-up, and `train_stage`, which runs (or resumes) one of the paper's steps.
+
+A stage's state is one file, ``<stage_dir>/checkpoint.keras`` (weights, optimizer state and the compile
+setup, including the step counter). Batch ``g`` of a stage is a pure function of (seed, stage, g), so a run
+killed anywhere resumes from its last checkpoint exactly where it stopped: the same batches, the same
+sampled trajectories (keyed on the step), the same learning rates.
+"""
+import json
+import os
+
+import numpy as np
+
+import keras
+import tensorflow as tf
+
+from saccade_zoo.training.staged import STAGES
+
+
+def epoch_order(num_examples, seed, stage_index, epoch):
+    return np.random.default_rng([seed, stage_index, epoch]).permutation(num_examples)
+
+
+def batch_stream(images, labels, batch_size, seed, stage_index, start_step, stop_step):
+    """Batches ``start_step .. stop_step - 1`` of the stage's stream (each epoch a seeded permutation, the
+    last partial batch of an epoch dropped) as a tf.data.Dataset of (images, labels)."""
+    steps_per_epoch = len(images) // batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size {batch_size} is larger than the {len(images)} training examples.")
+
+    def generate():
+        order, order_epoch = None, -1
+        for step in range(start_step, stop_step):
+            epoch, offset = divmod(step, steps_per_epoch)
+            if epoch != order_epoch:
+                order, order_epoch = epoch_order(len(images), seed, stage_index, epoch), epoch
+            index = np.sort(order[offset * batch_size:(offset + 1) * batch_size])
+            yield images[index], labels[index]
+
+    spec = (tf.TensorSpec((batch_size,) + images.shape[1:], tf.float32),
+            tf.TensorSpec((batch_size,), tf.int64))
+    return tf.data.Dataset.from_generator(generate, output_signature=spec).prefetch(2)
+
+
+def save_atomically(model, path):
+    tmp = path + ".tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+class StepCheckpoint(keras.callbacks.Callback):
+    """Saves the whole model (weights, optimizer, compile setup) every ``every`` steps and at each epoch end,
+    atomically (a kill during a save leaves the previous checkpoint intact)."""
+
+    def __init__(self, path, every=50):
+        super().__init__()
+        self.path, self.every = path, int(every)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every > 0 and int(self.model.optimizer.iterations) % self.every == 0:
+            save_atomically(self.model, self.path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        save_atomically(self.model, self.path)
+
+
+class _StopAtEpochEnd(keras.callbacks.Callback):
+    """Ends a fit call after one epoch (train_stage runs one fit per epoch so that each epoch's batches come
+    from its own resumable stream, while Keras still shows "Epoch e/E" of the whole stage)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def make_optimizer(name="sgd", learning_rate=0.1, total_steps=1000, warmup_steps=0, momentum=0.9):
+    """SGD with Nesterov momentum (the paper) or Adam, with cosine decay to 0 after a linear warm-up."""
+    decay_steps = max(int(total_steps) - int(warmup_steps), 1)
+    if warmup_steps > 0:
+        schedule = keras.optimizers.schedules.CosineDecay(0.0, decay_steps, warmup_target=learning_rate,
+                                                          warmup_steps=int(warmup_steps))
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
+    if name == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=momentum, nesterov=True)
+    if name == "adam":
+        return keras.optimizers.Adam(schedule)
+    raise ValueError(f"optimizer must be 'sgd' (Nesterov momentum, as in the paper) or 'adam', got {name!r}.")
+
+
+def train_stage(model, stage, train, out_dir, epochs, batch_size, optimizer="sgd", learning_rate=0.1,
+                warmup_epochs=0.0, seed=0, checkpoint_every=50, validation=None, verbose=1, compile_options=None):
+    """Run (or resume, or skip if finished) one training step of the paper; returns the trained model.
+
+    Args:
+        model: the model to start from (ignored when the stage's checkpoint or final model exists).
+        stage: "representation", "location" or "policy".
+        train: (images float32 (N, H, W, C), labels int (N,)).
+        out_dir: the run's folder; the stage writes ``<out_dir>/<stage>/`` (checkpoint.keras, final.keras,
+            history.json) and TensorBoard logs to ``<out_dir>/tensorboard/<stage>``.
+        validation: optional (images, labels) evaluated after each epoch.
+        verbose: Keras progress bars (0, 1, 2); resume/skip messages are always printed.
+        compile_options: extra ``compile`` arguments (weight_decay, num_trajectories, ...).
+    """
+    if stage not in STAGES:
+        raise ValueError(f"Unknown stage {stage!r}; choose from {STAGES}.")
+    stage_dir = os.path.join(out_dir, stage)
+    os.makedirs(stage_dir, exist_ok=True)
+    final_path = os.path.join(stage_dir, "final.keras")
+    checkpoint_path = os.path.join(stage_dir, "checkpoint.keras")
+    if os.path.exists(final_path):
+        print(f"[{stage}] already trained: loading {final_path}")
+        return keras.models.load_model(final_path)
+    images, labels = train
+    steps_per_epoch = len(images) // batch_size
+    total = steps_per_epoch * epochs
+    if os.path.exists(checkpoint_path):
+        model = keras.models.load_model(checkpoint_path)
+        start = int(model.optimizer.iterations)
+        print(f"[{stage}] resuming from {checkpoint_path} at step {start}/{total}")
+    else:
+        opt = make_optimizer(optimizer, learning_rate, total, int(warmup_epochs * steps_per_epoch))
+        model.compile(opt, stage=stage, **(compile_options or {}))
+        start = 0
+    callbacks = [StepCheckpoint(checkpoint_path, checkpoint_every),
+                 keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard", stage), update_freq="epoch"),
+                 _StopAtEpochEnd()]
+    history = _load_history(stage_dir)
+    stage_index = STAGES.index(stage)
+    while start < total:
+        epoch, offset = divmod(start, steps_per_epoch)
+        stop = (epoch + 1) * steps_per_epoch
+        data = batch_stream(images, labels, batch_size, seed, stage_index, start, stop)
+        result = model.fit(data, initial_epoch=epoch, epochs=epochs, steps_per_epoch=stop - start,
+                           validation_data=validation, validation_batch_size=batch_size * 2,
+                           callbacks=callbacks, verbose=verbose)
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        with open(os.path.join(stage_dir, "history.json"), "w") as f:
+            json.dump(history, f, indent=1)
+        start = int(model.optimizer.iterations)
+    save_atomically(model, final_path)
+    return model
+
+
+def _load_history(stage_dir):
+    path = os.path.join(stage_dir, "history.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
