@@ -1,0 +1,297 @@
+"""`export_model`: .keras + SavedModel + four TFLite variants + manifest.json, each proven equal to Keras."""
+import datetime
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+
+import keras
+import tensorflow as tf
+
+from saccade_zoo.export import parity as _parity
+from saccade_zoo.export import serving as _serving
+from saccade_zoo.export import tflite as _tflite
+
+MANIFEST = "manifest.json"
+KERAS_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+FORMAT_VERSION = 1
+
+OUTPUT_DOCS = {
+    "logits": "class scores (mean of the glimpses' logits for glimpse models)",
+    "probabilities": "softmax of logits",
+    "step_logits": "logits of each glimpse",
+    "locations": "glimpse cells (row, col) on the feature grid, int32",
+    "boxes": "glimpse pixel boxes (y0, x0, y1, x1), half-open, in input pixels",
+}
+
+
+def tflite_filename(variant):
+    return f"model_{variant}.tflite"
+
+
+def sha256(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_table(folder):
+    """{relative path: {bytes, sha256}} of every file under folder (sorted)."""
+    table = {}
+    for root, _, files in os.walk(folder):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, folder).replace(os.sep, "/")
+            if rel == MANIFEST:
+                continue
+            table[rel] = {"bytes": os.path.getsize(path), "sha256": sha256(path)}
+    return dict(sorted(table.items()))
+
+
+def default_class_names(model):
+    """Fashion-MNIST names for 10-class 100x100 grey models (the cluttered presets), else "class_0", ..."""
+    from saccade_zoo.data.sample import FASHION_MNIST_CLASSES
+
+    num_classes = int(model.output["logits"].shape[-1])
+    height, width, channels = _serving._model_image_shape(model)
+    if num_classes == len(FASHION_MNIST_CLASSES) and channels == 1:
+        return list(FASHION_MNIST_CLASSES)
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def check_images(images, image_shape, what):
+    """Raw pixels as float32 in [0, 1]: uint8 is scaled by 1/255; anything else outside [0, 1] is refused."""
+    images = np.asarray(images)
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape) or len(images) == 0:
+        raise ValueError(
+            f"{what} must have shape (N >= 1, {', '.join(str(d) for d in image_shape)}) to match the model; "
+            f"got {images.shape}."
+        )
+    if images.dtype == np.uint8:
+        images = images.astype("float32") / 255.0
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"{what} must be float pixels in [0, 1] or uint8, got dtype {images.dtype}.")
+    images = images.astype("float32")
+    if not np.isfinite(images).all():
+        raise ValueError(f"{what} contain NaN or Inf.")
+    if images.min() < 0.0 or images.max() > 1.0:
+        raise ValueError(
+            f"{what} must be raw pixels in [0, 1] (the signature standardises them itself); got values in "
+            f"[{images.min():.3g}, {images.max():.3g}]."
+        )
+    return images
+
+
+def keras_reference(model, images, preprocessing, batch_size=16):
+    """Outputs of the Keras model on raw images (standardised with the same mean/std as the signature)."""
+    fn = _serving.serving_function(model, preprocessing)
+    chunks = [{k: np.asarray(v) for k, v in fn(tf.constant(images[i : i + batch_size])).items()}
+              for i in range(0, len(images), batch_size)]
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def run_saved_model(path, images, batch_size=16):
+    loaded = tf.saved_model.load(str(path))
+    fn = loaded.signatures[_serving.SIGNATURE_KEY]
+    chunks = [{k: v.numpy() for k, v in fn(images=tf.constant(images[i : i + batch_size])).items()}
+              for i in range(0, len(images), batch_size)]
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def _versions():
+    import saccade_zoo
+
+    versions = {"saccade_zoo": saccade_zoo.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}
+    try:
+        from importlib.metadata import version
+
+        versions["ai_edge_litert"] = version("ai-edge-litert")
+    except Exception:  # pragma: no cover - metadata missing
+        pass
+    return versions
+
+
+def _prepare_out_dir(out_dir, overwrite):
+    out_dir = os.path.abspath(str(out_dir))
+    if os.path.exists(out_dir):
+        if not overwrite:
+            raise FileExistsError(f"Output folder {out_dir} already exists; pass overwrite=True (--overwrite) "
+                                  "to replace it.")
+        if not os.path.isdir(out_dir):
+            raise FileExistsError(f"Output path {out_dir} exists and is not a folder.")
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = out_dir + ".partial"
+    if os.path.exists(staging):
+        shutil.rmtree(staging)
+    os.makedirs(staging)
+    return out_dir, staging
+
+
+def export_model(model, out_dir, representative_images, class_names=None, preprocessing=None, overwrite=False,
+                 variants=_tflite.VARIANTS, parity_images=None, thresholds=None, images_description=None,
+                 check_parity=True, calibration_steps=100, log=None):
+    """Export ``model`` to ``out_dir`` and return the manifest (also written to ``out_dir/manifest.json``).
+
+    Writes ``model.keras`` (``model.save``: compile state kept), ``saved_model/`` (``serving_default``: float32
+    [0, 1] pixels in, named outputs out) and ``model_<variant>.tflite`` for each of ``variants``. Parity against
+    Keras is measured on ``parity_images`` (default: ``representative_images``, raw [0, 1] pixels or uint8) and
+    the export raises `ParityError` (leaving nothing at ``out_dir``) when a variant misses its threshold.
+    Ops that are not TFLite built-ins raise `UnsupportedOpsError` naming the ops and layers.
+    """
+    log = log or (lambda message: None)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"export_model needs a keras.Model, got {type(model).__name__}.")
+    unknown = [v for v in variants if v not in _tflite.VARIANTS]
+    if unknown:
+        raise ValueError(f"Unknown TFLite variant(s) {unknown}; choose from {', '.join(_tflite.VARIANTS)}.")
+    names = _serving.output_names(model)
+    pre = _serving.resolve_preprocessing(model, preprocessing)
+    image_shape = (*pre["image_size"], pre["channels"])
+    representative = check_images(representative_images, image_shape, "representative_images")
+    test_images = representative if parity_images is None else check_images(parity_images, image_shape,
+                                                                            "parity_images")
+    num_classes = int(model.output["logits"].shape[-1])
+    class_names = list(default_class_names(model) if class_names is None else class_names)
+    if len(class_names) != num_classes or not all(isinstance(c, str) for c in class_names):
+        raise ValueError(f"class_names must be {num_classes} strings (one per class), got {len(class_names)}.")
+    out_dir, staging = _prepare_out_dir(out_dir, overwrite)
+
+    try:
+        manifest = _export_into(model, staging, names, pre, image_shape, representative, test_images, class_names,
+                                variants, thresholds, images_description, check_parity, calibration_steps, log)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    os.replace(staging, out_dir)
+    return manifest
+
+
+def _export_into(model, folder, names, pre, image_shape, representative, test_images, class_names, variants,
+                 thresholds, images_description, check_parity, calibration_steps, log):
+    log(f"Saving {KERAS_FILE}")
+    model.save(os.path.join(folder, KERAS_FILE))
+    log(f"Writing {SAVED_MODEL_DIR}/")
+    saved_model = os.path.join(folder, SAVED_MODEL_DIR)
+    _serving.save_serving(model, saved_model, pre)
+
+    reference = keras_reference(model, test_images, pre)
+    results = {}
+    failures = []
+
+    def record(variant, outputs, threshold_key):
+        metrics = _parity.compare_outputs(reference, outputs)
+        limits = (thresholds or _parity.THRESHOLDS)[threshold_key]
+        try:
+            _parity.check(threshold_key, metrics, thresholds)
+            metrics["passed"] = True
+        except _parity.ParityError as error:
+            metrics["passed"] = False
+            failures.append(f"{variant}: {str(error).split(': ', 1)[-1]}")
+        metrics["thresholds"] = dict(limits)
+        results[variant] = metrics
+        log(f"parity {variant}: " + ", ".join(f"{k}={v:.6g}" for k, v in metrics.items()
+                                             if isinstance(v, float)))
+
+    log("Checking model.keras reload")
+    import saccade_zoo  # noqa: F401  (registers the classes for load_model)
+
+    reloaded = keras.models.load_model(os.path.join(folder, KERAS_FILE), safe_mode=True)
+    record("keras_reload", keras_reference(reloaded, test_images, pre), "savedmodel")
+    del reloaded
+    log("Checking SavedModel")
+    record("savedmodel", run_saved_model(saved_model, test_images), "savedmodel")
+
+    tflite_info = {}
+    for variant in variants:
+        log(f"Converting TFLite {variant}")
+        content = _tflite.convert_tflite(saved_model, variant, representative, model=model,
+                                         calibration_steps=calibration_steps)
+        path = os.path.join(folder, tflite_filename(variant))
+        with open(path, "wb") as handle:
+            handle.write(content)
+        outputs = _tflite.TFLiteRunner(model_content=content).predict(test_images, batch_size=1)
+        record(f"tflite_{variant}", outputs, variant)
+        tflite_info[variant] = {"file": tflite_filename(variant), "bytes": len(content)}
+
+    if check_parity and failures:
+        raise _parity.ParityError("Export parity check failed: " + " | ".join(failures))
+
+    outputs_spec = {}
+    for key in names:
+        source = model.output["logits"] if key == "probabilities" else model.output[key]
+        dtype = "int32" if key == "locations" else "float32"
+        outputs_spec[key] = {"dtype": dtype, "shape": [None, *[int(d) for d in source.shape[1:]]],
+                             "description": OUTPUT_DOCS.get(key, "")}
+    num_glimpses = getattr(model, "num_glimpses", None)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "model": {
+            "name": model.name,
+            "class": type(model).__name__,
+            "preset": getattr(model, "preset", None),
+            "num_parameters": int(model.count_params()),
+            "num_classes": len(class_names),
+            "num_glimpses": None if num_glimpses is None else int(num_glimpses),
+            "receptive_field": getattr(model, "receptive_field", None),
+            "grid_shape": list(getattr(model, "grid_shape", ()) or []) or None,
+        },
+        "input": {
+            "name": _serving.INPUT_NAME,
+            "dtype": "float32",
+            "shape": [None, *image_shape],
+            "layout": "NHWC",
+            "value_range": [0.0, 1.0],
+            "note": "raw pixels scaled to [0, 1] (uint8 / 255); the signature applies (x - mean) / std itself",
+        },
+        "preprocessing": {**pre, "inside_signature": True},
+        "outputs": outputs_spec,
+        "class_names": class_names,
+        "signature": _serving.SIGNATURE_KEY,
+        "artifacts": {
+            "keras": KERAS_FILE,
+            "saved_model": SAVED_MODEL_DIR,
+            "tflite": {v: {**info, "description": _TFLITE_DOCS[v]} for v, info in tflite_info.items()},
+            "tflite_batch": "dynamic batch axis (shape_signature -1); the interpreter starts at batch 1",
+        },
+        "parity": {
+            "images": images_description or f"{len(test_images)} images",
+            "num_images": int(len(test_images)),
+            "num_calibration_images": int(min(len(representative), calibration_steps)),
+            "results": results,
+            "checked": bool(check_parity),
+        },
+        "versions": _versions(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    manifest["files"] = file_table(folder)
+    with open(os.path.join(folder, MANIFEST), "w") as handle:
+        json.dump(manifest, handle, indent=2)
+    return manifest
+
+
+_TFLITE_DOCS = {
+    "float32": "float32 weights and activations",
+    "float16": "float16 weights (dequantized at load), float32 compute",
+    "dynamic": "dynamic-range int8: int8 weights, float32 input/output",
+    "int8": "full integer: int8 weights and activations calibrated on real images, float32 input/output",
+}
+
+
+def load_manifest(folder):
+    with open(os.path.join(str(folder), MANIFEST)) as handle:
+        return json.load(handle)
+
+
+def verify_files(folder):
+    """Re-hash an export folder's files against its manifest; returns the list of mismatching paths."""
+    manifest = load_manifest(folder)
+    current = file_table(str(folder))
+    return sorted(p for p in set(manifest["files"]) | set(current) if manifest["files"].get(p) != current.get(p))

@@ -1,0 +1,173 @@
+"""Export: .keras + SavedModel + TFLite variants, parity with Keras on real cluttered images, bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras
+
+import saccade_zoo
+from saccade_zoo.export import (ParityError, UnsupportedOpsError, export_model, load_manifest, real_images,
+                                verify_files)
+from tests.helpers import run_python
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """saccader_cluttered100 whose BagNet got one short epoch of cross-entropy on real cluttered images."""
+    keras.utils.set_random_seed(0)
+    model = saccade_zoo.build("saccader_cluttered100")
+    x, y = real_images(model.image_shape, 192, split="train")
+    backbone = model.backbone
+    clf = keras.Model(backbone.inputs, backbone.output["logits"])
+    clf.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    clf.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    images, _ = real_images(model.image_shape, 48)
+    root = tmp_path_factory.mktemp("exports")
+    manifest = export_model(model, root / "saccader", images, variants=("float32", "float16", "dynamic"))
+    center = model.with_policy("center")
+    center_manifest = export_model(center, root / "center", images, variants=("int8",))
+    return {"model": model, "images": images, "dir": root / "saccader", "manifest": manifest,
+            "center_dir": root / "center", "center_manifest": center_manifest}
+
+
+def test_files_and_manifest(trained):
+    folder, manifest = trained["dir"], trained["manifest"]
+    for rel in ("model.keras", "saved_model/saved_model.pb", "model_float32.tflite", "model_float16.tflite",
+                "model_dynamic.tflite", "manifest.json"):
+        assert (folder / rel).is_file(), rel
+    assert not os.path.exists(str(folder) + ".partial")
+    assert load_manifest(folder) == json.loads(json.dumps(manifest))
+    assert manifest["model"]["num_glimpses"] == 6 and manifest["model"]["preset"] == "saccader_cluttered100"
+    assert manifest["class_names"][0] == "T-shirt/top" and len(manifest["class_names"]) == 10
+    assert manifest["input"]["shape"] == [None, 100, 100, 1] and manifest["input"]["value_range"] == [0.0, 1.0]
+    assert manifest["preprocessing"]["mean"] == [0.0] and manifest["preprocessing"]["std"] == [1.0]
+    assert set(manifest["outputs"]) == {"logits", "probabilities", "step_logits", "locations", "boxes"}
+    assert verify_files(folder) == []
+    size = os.path.getsize(folder / "model_dynamic.tflite")
+    assert manifest["files"]["model_dynamic.tflite"]["bytes"] == size
+    assert size < 0.3 * os.path.getsize(folder / "model_float32.tflite")
+
+
+def test_hashes_detect_tampering(trained, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained["dir"], copy)
+    with open(copy / "model_float16.tflite", "ab") as handle:
+        handle.write(b"x")
+    assert verify_files(copy) == ["model_float16.tflite"]
+
+
+def test_parity_numbers_meet_the_spec(trained):
+    results = trained["manifest"]["parity"]["results"]
+    assert trained["manifest"]["parity"]["num_images"] == 48
+    for variant in ("keras_reload", "savedmodel", "tflite_float32"):
+        assert results[variant]["max_abs_logits"] <= 1e-4, variant
+        assert results[variant]["location_agreement"] == 1.0, variant
+    assert results["tflite_float16"]["max_abs_logits"] <= 1e-2
+    assert results["tflite_dynamic"]["top1_agreement"] >= 0.95
+    int8 = trained["center_manifest"]["parity"]["results"]["tflite_int8"]
+    assert int8["top1_agreement"] >= 0.95 and int8["location_agreement"] == 1.0
+    assert all(r["passed"] for r in results.values())
+
+
+def test_tflite_runs_with_litert_and_matches_keras(trained):
+    from ai_edge_litert.interpreter import Interpreter
+
+    images = trained["images"][:3]
+    expected = trained["model"](images, training=False)
+    runner = Interpreter(model_path=str(trained["dir"] / "model_float32.tflite")).get_signature_runner()
+    for i in range(3):
+        out = runner(images=images[i : i + 1])
+        np.testing.assert_allclose(out["logits"], expected["logits"][i : i + 1], atol=1e-4)
+        np.testing.assert_array_equal(out["locations"], expected["locations"][i : i + 1])
+        np.testing.assert_allclose(out["probabilities"].sum(-1), 1.0, atol=1e-5)
+
+
+def test_saved_model_loads_without_saccade_zoo(trained, tmp_path):
+    images = trained["images"][:4]
+    np.save(tmp_path / "x.npy", images)
+    expected = trained["model"](images, training=False)
+    out = run_python(f"""
+import sys, json, numpy as np, tensorflow as tf
+m = tf.saved_model.load({str(trained["dir"] / "saved_model")!r})
+fn = m.signatures["serving_default"]
+out = fn(images=tf.constant(np.load({str(tmp_path / "x.npy")!r})))
+assert "saccade_zoo" not in sys.modules
+np.save({str(tmp_path / "logits.npy")!r}, out["logits"].numpy())
+np.save({str(tmp_path / "locations.npy")!r}, out["locations"].numpy())
+print(json.dumps(sorted(out)), "saccade_zoo" in sys.modules)
+""")
+    assert out.split("\n")[-2] == json.dumps(sorted(trained["manifest"]["outputs"])) + " False"
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected["logits"], atol=1e-4)
+    np.testing.assert_array_equal(np.load(tmp_path / "locations.npy"), expected["locations"])
+
+
+def test_keras_file_loads_in_fresh_process(trained):
+    out = run_python(f"""
+import keras, saccade_zoo
+m = keras.models.load_model({str(trained["dir"] / "model.keras")!r}, safe_mode=True)
+print(type(m).__name__, m.num_glimpses)
+""")
+    assert out.strip().endswith("Saccader 6")
+
+
+def test_parity_failure_is_loud_and_leaves_nothing(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = saccade_zoo.build("saccader_cluttered100")  # untrained: int8 logits are nearly tied
+    images, _ = real_images(model.image_shape, 24)
+    with pytest.raises(ParityError, match=r"tflite_int8: .*top1_agreement = "):
+        export_model(model, tmp_path / "out", images, variants=("int8",))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_unsupported_ops_name_op_and_layer(tmp_path):
+    model = saccade_zoo.build("policy_bagnet33_cluttered100", policy="random")
+    images, _ = real_images(model.image_shape, 4)
+    with pytest.raises(UnsupportedOpsError, match=r"StatelessRandomUniformV2 in layer 'random_policy'") as info:
+        export_model(model, tmp_path / "out", images, variants=("float32",))
+    assert "random_policy" in info.value.ops_to_layers["StatelessRandomUniformV2"]
+
+
+def test_bad_input(trained, tmp_path):
+    model = trained["model"]
+    images = trained["images"][:4]
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_model(model, trained["dir"], images)
+    with pytest.raises(ValueError, match=r"raw pixels in \[0, 1\]"):
+        export_model(model, tmp_path / "a", images * 255.0)
+    with pytest.raises(ValueError, match=r"shape \(N >= 1, 100, 100, 1\)"):
+        export_model(model, tmp_path / "b", images[:, :50])
+    with pytest.raises(ValueError, match="Unknown TFLite variant"):
+        export_model(model, tmp_path / "c", images, variants=("int4",))
+    with pytest.raises(ValueError, match="class_names must be 10 strings"):
+        export_model(model, tmp_path / "d", images, class_names=["a"])
+    assert not any(tmp_path.iterdir())
+
+
+def _cli(*args):
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export.py"), *args], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT, env=env)
+
+
+def test_cli_bad_input(trained, tmp_path):
+    not_model = tmp_path / "notes.txt"
+    not_model.write_text("hello")
+    proc = _cli("--model", str(not_model))
+    assert proc.returncode != 0 and "is not a .keras model file" in proc.stderr
+    bogus = tmp_path / "bogus.keras"
+    bogus.write_text("not a zip")
+    proc = _cli("--model", str(bogus))
+    assert proc.returncode != 0 and "could not be loaded as a Keras model" in proc.stderr
+    proc = _cli("--model", "saccader_clutered100")
+    assert proc.returncode != 0 and "Unknown model 'saccader_clutered100'" in proc.stderr
+    assert "Did you mean saccader_cluttered100" in proc.stderr
+    proc = _cli("--model", "saccader_cluttered100", "--out_dir", str(trained["dir"]))
+    assert proc.returncode != 0 and "already exists; pass --overwrite" in proc.stderr
