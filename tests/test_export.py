@@ -171,3 +171,19 @@ def test_cli_bad_input(trained, tmp_path):
     assert "Did you mean saccader_cluttered100" in proc.stderr
     proc = _cli("--model", "saccader_cluttered100", "--out_dir", str(trained["dir"]))
     assert proc.returncode != 0 and "already exists; pass --overwrite" in proc.stderr
+
+
+def test_exported_keras_file_fine_tunes_with_fit(tmp_path):
+    """A compiled (trained) model's exported model.keras restores its training setup: fit continues."""
+    keras.utils.set_random_seed(1)
+    model = saccade_zoo.build("saccader_cluttered100")
+    x, y = real_images(model.image_shape, 32, split="train")
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True), stage="policy")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    export_model(model, tmp_path / "exp", x[:16], variants=(), check_parity=False)
+    loaded = keras.models.load_model(tmp_path / "exp" / "model.keras", safe_mode=True)
+    assert loaded.training_options["stage"] == "policy" and int(loaded.optimizer.iterations) == 2
+    before = [w.numpy().copy() for w in loaded.trainable_weights]
+    history = loaded.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and int(loaded.optimizer.iterations) == 4
+    assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, loaded.trainable_weights))

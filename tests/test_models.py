@@ -162,6 +162,8 @@ def test_bad_configuration_gets_a_clear_error():
         saccade_zoo.build("saccader_imagnet")
     with pytest.raises(ValueError, match="Unknown policy"):
         saccade_zoo.build("policy_bagnet33_cluttered100", policy="edges")
+    with pytest.raises(TypeError, match="unexpected keyword argument.*synchronised_bn"):
+        saccade_zoo.build("saccader_cluttered100", synchronised_bn=True)
     with pytest.raises(ValueError, match="must be a saccade_zoo BagNet"):
         Saccader(keras.Sequential([keras.layers.Dense(2)]))
 

@@ -58,6 +58,17 @@ def check_images(x, image_shape, receptive_field, where):
     return x
 
 
+_MODEL_KWARGS = ("trainable", "dtype")
+
+
+def reject_unknown_kwargs(cls_name, kwargs):
+    """Models accept their own arguments plus keras.Model's `name`, `trainable`, `dtype`; anything else is a
+    typo or a misrouted preset override, which must not pass silently."""
+    unknown = sorted(set(kwargs) - set(_MODEL_KWARGS))
+    if unknown:
+        raise TypeError(f"{cls_name} got unexpected keyword argument(s): {', '.join(unknown)}.")
+
+
 class ZooModel(keras.Model):
     """Functional zoo model with validated image input. Subclasses call ``_finish_init`` at the end."""
 

@@ -3,7 +3,7 @@ import keras
 import tensorflow as tf
 
 from saccade_zoo.layers.bagnet_block import BN_EPSILON, BN_MOMENTUM, BagNetBlock, batch_norm
-from saccade_zoo.models.base import ZooModel
+from saccade_zoo.models.base import ZooModel, reject_unknown_kwargs
 from saccade_zoo.training.losses import aggregated_cross_entropy
 from saccade_zoo.training.staged import StagedTrainingMixin
 
@@ -64,6 +64,7 @@ class BagNet(StagedTrainingMixin, ZooModel):
         name="bagnet",
         **kwargs,
     ):
+        reject_unknown_kwargs(type(self).__name__, kwargs)
         image_shape = tuple(int(d) for d in image_shape)
         blocks, planes, kernel3, strides = (tuple(int(v) for v in s) for s in (blocks, planes, kernel3, strides))
         if len(image_shape) != 3:

@@ -6,7 +6,7 @@ from saccade_zoo.layers.attention import AttentionNetwork
 from saccade_zoo.layers.glimpse_readout import GlimpseReadout
 from saccade_zoo.layers.policies import EngineeredPolicy
 from saccade_zoo.layers.saccader_cell import SaccaderCell
-from saccade_zoo.models.base import ZooModel
+from saccade_zoo.models.base import ZooModel, reject_unknown_kwargs
 from saccade_zoo.training.losses import aggregated_cross_entropy, location_targets, reinforce_loss
 from saccade_zoo.training.sampling import example_keys, keyed_gumbel
 from saccade_zoo.training.staged import StagedTrainingMixin, global_mean
@@ -89,6 +89,7 @@ class Saccader(StagedTrainingMixin, _GlimpseModel):
 
     def __init__(self, backbone, num_glimpses=6, attention_filters=(1024, 512), mixing_dim=512, dilation_rate=2,
                  seed=None, name="saccader", **kwargs):
+        reject_unknown_kwargs(type(self).__name__, kwargs)
         backbone = _as_backbone(backbone)
         _check_glimpses(num_glimpses, backbone.grid_shape)
         attention = AttentionNetwork(attention_filters, dilation_rate=dilation_rate, name="attention_network",
@@ -220,6 +221,7 @@ class PolicyClassifier(_GlimpseModel):
     """
 
     def __init__(self, backbone, policy="ordered_logits", num_glimpses=6, seed=None, name=None, **kwargs):
+        reject_unknown_kwargs(type(self).__name__, kwargs)
         backbone = _as_backbone(backbone)
         _check_glimpses(num_glimpses, backbone.grid_shape)
         chooser = EngineeredPolicy(policy, num_glimpses, backbone.stride, backbone.receptive_field, seed=seed,
