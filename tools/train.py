@@ -40,6 +40,8 @@ flags.DEFINE_integer("trajectories", 2, "Sampled trajectories per image in the p
 flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the data and the sampling.")
 flags.DEFINE_string("output_dir", "runs/quickstart", "Where checkpoints, logs, the model and pictures go.")
 flags.DEFINE_integer("checkpoint_every", 50, "Save a checkpoint every this many steps (and at each epoch end).")
+flags.DEFINE_integer("validation_examples", 1000, "Test images evaluated after each epoch (monitoring only; the "
+                     "final evaluation uses all test images).")
 flags.DEFINE_integer("eval_glimpses", 12, "Evaluate accuracy for 1..eval_glimpses glimpses.")
 flags.DEFINE_list("eval_policies", ["ordered_logits", "random", "sobel_mean", "sobel_var", "center"],
                   "Engineered policies to compare on the same backbone.")
@@ -96,7 +98,7 @@ def main(argv):
                              f"{train['images'].shape[1:]}: pick a matching --preset or --canvas_size.")
     options = dict(weight_decay=FLAGS.weight_decay, location_glimpses=FLAGS.location_glimpses,
                    num_glimpses=FLAGS.glimpses, num_trajectories=FLAGS.trajectories, sampling_seed=FLAGS.seed)
-    validation = (test["images"], test["labels"])
+    validation = (test["images"][:FLAGS.validation_examples], test["labels"][:FLAGS.validation_examples])
     for stage, n_epochs, rate in zip(FLAGS.steps, epochs, rates):
         print(f"\n=== step {STAGES.index(stage) + 1}: {stage} ({n_epochs} epochs, lr {rate}) ===")
         model = train_stage(model, stage, (train["images"], train["labels"]), FLAGS.output_dir, n_epochs,

@@ -1,0 +1,90 @@
+"""Evaluate a saved zoo model: top-1 and image coverage vs number of glimpses for its learned policy and the
+engineered policies on the same backbone, glimpse hit rate on the items, the backbone's full-image accuracy,
+and occlusion accuracy (paper Fig. 5b: glimpse boxes set to 0, then classified by a full-image classifier).
+
+    python tools/evaluate.py --model=runs/quickstart/model.keras --output_dir=runs/quickstart/eval
+    python tools/evaluate.py --model=runs/fashion/model.keras --data=idx --occlusion_model=runs/fashion/representation/final.keras
+"""
+import json
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "A .keras file of a Saccader, PolicyClassifier or BagNet.", required=True)
+flags.DEFINE_enum("data", "sample", ["sample", "idx"], "Test items: the shipped sample or IDX files in --data_dir.")
+flags.DEFINE_string("data_dir", None, "Folder of MNIST-format IDX files (default /usr/share/datasets/fashion-mnist).")
+flags.DEFINE_integer("test_examples", None, "Test images to generate (default: one per source test item).")
+flags.DEFINE_integer("canvas_size", 100, "Canvas side in pixels.")
+flags.DEFINE_integer("num_distractors", 8, "Clutter pieces per image.")
+flags.DEFINE_integer("seed", 1, "Seed of the test images (tools/train.py uses its --seed + 1).")
+flags.DEFINE_integer("glimpses", 12, "Evaluate 1..glimpses glimpses.")
+flags.DEFINE_list("policies", ["ordered_logits", "random", "sobel_mean", "sobel_var", "center"], "Engineered policies.")
+flags.DEFINE_string("occlusion_model", None, "Optional .keras full-image classifier (e.g. a step-1 BagNet) to "
+                    "classify images whose glimpses are occluded.")
+flags.DEFINE_integer("occlusion_glimpses", 6, "Glimpses occluded for the occlusion test.")
+flags.DEFINE_string("output_dir", None, "Where results.json and the plots go (default: beside --model).")
+flags.DEFINE_integer("batch_size", 64, "Inference batch size.")
+
+
+def main(argv):
+    del argv
+    import keras
+    import numpy as np
+
+    import saccade_zoo  # noqa: F401  (registers the classes)
+    from saccade_zoo.data import ClutteredConfig, generate_cluttered
+    from saccade_zoo.data.cluttered import load_items
+    from saccade_zoo.evaluation import evaluate_policies, occlusion_accuracy, plot_accuracy_vs_glimpses
+    from saccade_zoo.models.bagnet.backbone import BagNet
+
+    if not os.path.isfile(FLAGS.model):
+        raise app.UsageError(f"--model {FLAGS.model!r} is not a file.")
+    model = keras.models.load_model(FLAGS.model)
+    out_dir = FLAGS.output_dir or os.path.join(os.path.dirname(os.path.abspath(FLAGS.model)), "eval")
+    os.makedirs(out_dir, exist_ok=True)
+    items, labels = load_items("test", "sample" if FLAGS.data == "sample" else FLAGS.data_dir)
+    config = ClutteredConfig(canvas_size=FLAGS.canvas_size, num_distractors=FLAGS.num_distractors)
+    test = generate_cluttered(items, labels, FLAGS.test_examples or len(items), config, seed=FLAGS.seed)
+    images, targets = test["images"], test["labels"]
+    if isinstance(model, BagNet):
+        logits = np.asarray(model.predict(images, batch_size=FLAGS.batch_size, verbose=0)["logits"])
+        results = {"full_image": float((logits.argmax(-1) == targets).mean()), "policies": {}}
+        policy_source = None
+    else:
+        results = evaluate_policies(model, images, targets, FLAGS.glimpses, FLAGS.policies, FLAGS.batch_size,
+                                    item_boxes=test["boxes"], seed=FLAGS.seed)
+        policy_source = model
+    if FLAGS.occlusion_model and policy_source is not None:
+        judge = keras.models.load_model(FLAGS.occlusion_model)
+        classify = lambda x: judge.predict(x, batch_size=FLAGS.batch_size, verbose=0)["logits"]  # noqa: E731
+        results["occlusion"] = {"judge": FLAGS.occlusion_model, "glimpses": FLAGS.occlusion_glimpses,
+                                "unoccluded": float((np.asarray(classify(images)).argmax(-1) == targets).mean())}
+        candidates = {"learned": model.with_glimpses(FLAGS.occlusion_glimpses)} if hasattr(model, "cell") else {}
+        for policy in FLAGS.policies:
+            candidates[policy] = model.with_policy(policy, num_glimpses=FLAGS.occlusion_glimpses, seed=FLAGS.seed)
+        for name, candidate in candidates.items():
+            boxes = np.asarray(candidate.predict(images, batch_size=FLAGS.batch_size, verbose=0)["boxes"])
+            results["occlusion"][name] = occlusion_accuracy(classify, images, targets, boxes)
+    results.update(model=FLAGS.model, data=FLAGS.data, data_dir=FLAGS.data_dir, test_examples=len(images),
+                   seed=FLAGS.seed)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"full image (all cells): {results['full_image']:.4f}")
+    names = list(results["policies"])
+    if names:
+        print("glimpses  " + "  ".join(f"{n[:14]:>14}" for n in names))
+        for t in range(FLAGS.glimpses):
+            print(f"{t + 1:8d}  " + "  ".join(f"{results['policies'][n]['accuracy'][t]:14.4f}" for n in names))
+        plot_accuracy_vs_glimpses({n: results["policies"][n]["accuracy"] for n in names},
+                                  os.path.join(out_dir, "accuracy_vs_glimpses.png"), None, results["full_image"])
+        plot_accuracy_vs_glimpses({n: results["policies"][n]["coverage"] for n in names},
+                                  os.path.join(out_dir, "coverage_vs_glimpses.png"), None, ylabel="image coverage")
+    if "occlusion" in results:
+        print("occlusion accuracy:", {k: v for k, v in results["occlusion"].items() if isinstance(v, float)})
+    print(f"wrote {out_dir}/results.json")
+
+
+if __name__ == "__main__":
+    sys.exit(app.run(main))
