@@ -155,6 +155,14 @@ def test_bad_input_gets_a_clear_error(small_saccader, images, message):
             call(images)
 
 
+def test_models_run_inside_a_user_tf_function(small_saccader):
+    x = np.random.rand(2, 100, 100, 1).astype("float32")
+    traced = tf.function(lambda images: small_saccader(images)["locations"])
+    np.testing.assert_array_equal(traced(tf.constant(x)), small_saccader(x)["locations"])
+    with pytest.raises(ValueError, match="expects 1 channel"):  # static checks still apply when tracing
+        tf.function(lambda images: small_saccader(images))(tf.zeros((1, 100, 100, 3)))
+
+
 def test_bad_configuration_gets_a_clear_error():
     with pytest.raises(ValueError, match="smaller than one receptive field"):
         BagNet(image_shape=(64, 64, 3))

@@ -53,11 +53,19 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     a = keras.models.load_model(os.path.join(whole, "model.keras"))
     b = keras.models.load_model(os.path.join(killed, "model.keras"))
     assert int(a.optimizer.iterations) == int(b.optimizer.iterations) == 8
-    # Same steps, batches, trajectories and optimizer state: equal up to float32 rounding (the resumed process
-    # traces its own graphs; seen: 1e-6 on one BatchNorm moving mean). A lost or repeated step moves weights
-    # by ~1e-2, far outside this tolerance.
-    for wa, wb in zip(a.weights, b.weights):
-        np.testing.assert_allclose(wa.numpy(), wb.numpy(), rtol=1e-5, atol=1e-5, err_msg=wa.path)
+    # Same steps, batches, trajectories and optimizer state. Not bitwise equal: on this TF CPU stack the policy
+    # step's gradient differs by ~1e-6 between executions of the same traced function (measured with op
+    # determinism on), and discrete sampling can amplify that. So compare with the stage's own motion: one
+    # lost or repeated step of the 8 would move the weights by ~1/8 of it.
+    start = keras.models.load_model(os.path.join(whole, "location", "final.keras"))
+    norm = lambda ws: float(np.sqrt(sum(np.sum(np.square(w)) for w in ws)))  # noqa: E731
+    motion = norm([w.numpy() - s.numpy() for w, s in zip(a.trainable_weights, start.trainable_weights)])
+    gap = norm([w.numpy() - v.numpy() for w, v in zip(a.trainable_weights, b.trainable_weights)])
+    assert motion > 0 and gap < 0.02 * motion, (gap, motion)
+    for name in ("representation", "location"):  # the deterministic stages are identical
+        x = keras.models.load_model(os.path.join(whole, name, "final.keras"))
+        y = keras.models.load_model(os.path.join(killed, name, "final.keras"))
+        assert all(np.array_equal(u.numpy(), v.numpy()) for u, v in zip(x.weights, y.weights))
 
     results = json.load(open(os.path.join(whole, "results.json")))
     assert set(results["policies"]) == {"learned", "ordered_logits"}

@@ -12,7 +12,9 @@ import tensorflow as tf
 
 
 def _is_concrete(x):
-    return isinstance(x, np.ndarray) or (tf.is_tensor(x) and hasattr(x, "numpy"))
+    """Values known now: NumPy arrays, or tensors while executing eagerly (graph tensors inside a tf.function
+    also have a ``numpy`` attribute, so that alone does not tell)."""
+    return isinstance(x, np.ndarray) or (tf.is_tensor(x) and tf.executing_eagerly() and hasattr(x, "numpy"))
 
 
 def check_images(x, image_shape, receptive_field, where):
