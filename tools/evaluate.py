@@ -36,7 +36,8 @@ def main(argv):
     import saccade_zoo  # noqa: F401  (registers the classes)
     from saccade_zoo.data import ClutteredConfig, generate_cluttered
     from saccade_zoo.data.cluttered import load_items
-    from saccade_zoo.evaluation import evaluate_policies, occlusion_accuracy, plot_accuracy_vs_glimpses
+    from saccade_zoo.evaluation import (evaluate_policies, format_accuracy_table, occlusion_accuracy,
+                                        plot_accuracy_vs_glimpses)
     from saccade_zoo.models.bagnet.backbone import BagNet
 
     if not os.path.isfile(FLAGS.model):
@@ -71,12 +72,9 @@ def main(argv):
                    seed=FLAGS.seed)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    print(f"full image (all cells): {results['full_image']:.4f}")
+    print(format_accuracy_table(results, digits=4))
     names = list(results["policies"])
     if names:
-        print("glimpses  " + "  ".join(f"{n[:14]:>14}" for n in names))
-        for t in range(FLAGS.glimpses):
-            print(f"{t + 1:8d}  " + "  ".join(f"{results['policies'][n]['accuracy'][t]:14.4f}" for n in names))
         plot_accuracy_vs_glimpses({n: results["policies"][n]["accuracy"] for n in names},
                                   os.path.join(out_dir, "accuracy_vs_glimpses.png"), None, results["full_image"])
         plot_accuracy_vs_glimpses({n: results["policies"][n]["coverage"] for n in names},

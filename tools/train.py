@@ -75,7 +75,8 @@ def main(argv):
 
     import saccade_zoo
     from saccade_zoo.data.sample import FASHION_MNIST_CLASSES
-    from saccade_zoo.evaluation import evaluate_policies, plot_accuracy_vs_glimpses, plot_glimpses
+    from saccade_zoo.evaluation import (evaluate_policies, format_accuracy_table, plot_accuracy_vs_glimpses,
+                                        plot_glimpses)
     from saccade_zoo.training.runner import save_atomically, train_stage
     from saccade_zoo.training.staged import STAGES
 
@@ -117,10 +118,7 @@ def main(argv):
         json.dump(results, f, indent=1)
     names = list(results["policies"])
     print(f"\nTest top-1 vs number of glimpses ({len(test['images'])} images; trained with {FLAGS.glimpses}):")
-    print("glimpses  " + "  ".join(f"{n[:14]:>14}" for n in names))
-    for t in range(FLAGS.eval_glimpses):
-        print(f"{t + 1:8d}  " + "  ".join(f"{results['policies'][n]['accuracy'][t]:14.3f}" for n in names))
-    print(f"full image (all cells): {results['full_image']:.3f}")
+    print(format_accuracy_table(results))
     plot_accuracy_vs_glimpses({n: results["policies"][n]["accuracy"] for n in names},
                               os.path.join(FLAGS.output_dir, "accuracy_vs_glimpses.png"), FLAGS.glimpses,
                               results["full_image"], title=f"{FLAGS.preset}, {FLAGS.data} test set")

@@ -82,3 +82,14 @@ def evaluate_policies(model, images, labels, max_glimpses=12, policies=POLICIES,
             entry["hit_rate"] = hits.mean(axis=0).tolist()
         result["policies"][name] = entry
     return result
+
+
+def format_accuracy_table(results, digits=3):
+    """The accuracy-vs-glimpses table of `evaluate_policies` results as text (one row per glimpse count)."""
+    names = list(results["policies"])
+    steps = len(results["policies"][names[0]]["accuracy"]) if names else 0
+    lines = ["glimpses  " + "  ".join(f"{n[:14]:>14}" for n in names)]
+    for t in range(steps):
+        lines.append(f"{t + 1:8d}  " + "  ".join(f"{results['policies'][n]['accuracy'][t]:14.{digits}f}" for n in names))
+    lines.append(f"full image (all cells): {results['full_image']:.{digits}f}")
+    return "\n".join(lines)
