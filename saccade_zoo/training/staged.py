@@ -75,7 +75,10 @@ class StagedTrainingMixin:
             reinforce_weight: weight of the REINFORCE term (1 in Eq. 6).
             sampling_seed: salt of the keyed trajectory sampling.
             **kwargs: passed to ``keras.Model.compile`` (``run_eagerly``, ``jit_compile``, ``steps_per_execution``).
+                ``jit_compile`` defaults to False (Keras' "auto" would turn XLA on with a GPU, and the policy
+                step's keyed sampling uses ``tf.fingerprint``, which XLA cannot compile).
         """
+        kwargs.setdefault("jit_compile", False)
         if stage not in self.supported_stages:
             raise ValueError(f"{type(self).__name__} trains the stages {self.supported_stages}; got stage={stage!r}.")
         for key in ("loss", "metrics", "loss_weights", "weighted_metrics"):
