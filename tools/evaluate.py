@@ -12,7 +12,8 @@ import sys
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "A .keras file of a Saccader, PolicyClassifier or BagNet.", required=True)
+flags.DEFINE_string("model", None, "A .keras file of a Saccader, PolicyClassifier or BagNet (a BagNet is read at "
+                    "the engineered policies' cells).", required=True)
 flags.DEFINE_enum("data", "sample", ["sample", "idx"], "Test items: the shipped sample or IDX files in --data_dir.")
 flags.DEFINE_string("data_dir", None, "Folder of MNIST-format IDX files (default /usr/share/datasets/fashion-mnist).")
 flags.DEFINE_integer("test_examples", None, "Test images to generate (default: one per source test item).")
@@ -39,6 +40,7 @@ def main(argv):
     from saccade_zoo.evaluation import (evaluate_policies, format_accuracy_table, occlusion_accuracy,
                                         plot_accuracy_vs_glimpses)
     from saccade_zoo.models.bagnet.backbone import BagNet
+    from saccade_zoo.models.saccader.saccader import PolicyClassifier
 
     if not os.path.isfile(FLAGS.model):
         raise app.UsageError(f"--model {FLAGS.model!r} is not a file.")
@@ -49,15 +51,11 @@ def main(argv):
     config = ClutteredConfig(canvas_size=FLAGS.canvas_size, num_distractors=FLAGS.num_distractors)
     test = generate_cluttered(items, labels, FLAGS.test_examples or len(items), config, seed=FLAGS.seed)
     images, targets = test["images"], test["labels"]
-    if isinstance(model, BagNet):
-        logits = np.asarray(model.predict(images, batch_size=FLAGS.batch_size, verbose=0)["logits"])
-        results = {"full_image": float((logits.argmax(-1) == targets).mean()), "policies": {}}
-        policy_source = None
-    else:
-        results = evaluate_policies(model, images, targets, FLAGS.glimpses, FLAGS.policies, FLAGS.batch_size,
-                                    item_boxes=test["boxes"], seed=FLAGS.seed)
-        policy_source = model
-    if FLAGS.occlusion_model and policy_source is not None:
+    if isinstance(model, BagNet):  # a bare BagNet (e.g. after step 1): the engineered policies on it
+        model = PolicyClassifier(model, policy=FLAGS.policies[0], num_glimpses=FLAGS.glimpses)
+    results = evaluate_policies(model, images, targets, FLAGS.glimpses, FLAGS.policies, FLAGS.batch_size,
+                                item_boxes=test["boxes"], seed=FLAGS.seed)
+    if FLAGS.occlusion_model:
         judge = keras.models.load_model(FLAGS.occlusion_model)
         classify = lambda x: judge.predict(x, batch_size=FLAGS.batch_size, verbose=0)["logits"]  # noqa: E731
         results["occlusion"] = {"judge": FLAGS.occlusion_model, "glimpses": FLAGS.occlusion_glimpses,
