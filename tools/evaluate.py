@@ -22,8 +22,9 @@ flags.DEFINE_integer("num_distractors", 8, "Clutter pieces per image.")
 flags.DEFINE_integer("seed", 1, "Seed of the test images (tools/train.py uses its --seed + 1).")
 flags.DEFINE_integer("glimpses", 12, "Evaluate 1..glimpses glimpses.")
 flags.DEFINE_list("policies", ["ordered_logits", "random", "sobel_mean", "sobel_var", "center"], "Engineered policies.")
-flags.DEFINE_string("occlusion_model", None, "Optional .keras full-image classifier (e.g. a step-1 BagNet) to "
-                    "classify images whose glimpses are occluded.")
+flags.DEFINE_string("occlusion_model", None, "Optional .keras full-image classifier (e.g. a step-1 BagNet; for a "
+                    "glimpse model its BagNet's full-image logits are used) to classify images whose glimpses are "
+                    "occluded.")
 flags.DEFINE_integer("occlusion_glimpses", 6, "Glimpses occluded for the occlusion test.")
 flags.DEFINE_string("output_dir", None, "Where results.json and the plots go (default: beside --model).")
 flags.DEFINE_integer("batch_size", 64, "Inference batch size.")
@@ -57,6 +58,7 @@ def main(argv):
                                 item_boxes=test["boxes"], seed=FLAGS.seed)
     if FLAGS.occlusion_model:
         judge = keras.models.load_model(FLAGS.occlusion_model)
+        judge = getattr(judge, "backbone", judge)  # a glimpse model's judge is its full-image BagNet
         classify = lambda x: judge.predict(x, batch_size=FLAGS.batch_size, verbose=0)["logits"]  # noqa: E731
         results["occlusion"] = {"judge": FLAGS.occlusion_model, "glimpses": FLAGS.occlusion_glimpses,
                                 "unoccluded": float((np.asarray(classify(images)).argmax(-1) == targets).mean())}
