@@ -42,22 +42,25 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     proc.send_signal(signal.SIGKILL)  # mid-epoch: step 1 has 2 epochs of 4 steps
     proc.wait()
     assert not os.path.exists(os.path.join(killed, "representation", "final.keras"))
-    interrupted_at = int(keras.models.load_model(checkpoint).optimizer.iterations)
+    at_kill = keras.models.load_model(checkpoint)
+    interrupted_at = int(at_kill.optimizer.iterations)
     assert 1 <= interrupted_at < 8
 
     resumed = subprocess.run(train_cmd(killed), env=env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from {checkpoint} at step {interrupted_at}/8" in resumed.stdout
 
-    # The representation step is a smooth function of its batches: the resumed run must end where the
-    # uninterrupted one did (same batches, optimizer state and schedule) up to float rounding (seen: 2.8e-6 on
-    # one BatchNorm moving mean, as a resumed process runs freshly traced graphs); a lost or repeated step
-    # moves weights by ~1e-2.
+    # The representation step makes no discrete choices: the resumed run must end where the uninterrupted
+    # one did (same batches, optimizer state and schedule) up to float rounding, which is not bitwise here (a
+    # resumed process runs freshly traced graphs; seen: 2.8e-6, and once 1.9e-5 on one BatchNorm beta). So
+    # compare with the motion of the steps after the checkpoint: one lost or repeated step would be ~1/7 of it.
     x = keras.models.load_model(os.path.join(whole, "representation", "final.keras"))
     y = keras.models.load_model(os.path.join(killed, "representation", "final.keras"))
     assert int(x.optimizer.iterations) == int(y.optimizer.iterations) == 8
-    for u, v in zip(x.weights, y.weights):
-        np.testing.assert_allclose(u.numpy(), v.numpy(), rtol=1e-4, atol=1e-5, err_msg=u.path)
+    norm = lambda ws: float(np.sqrt(sum(np.sum(np.square(w)) for w in ws)))  # noqa: E731
+    gap = norm([u.numpy() - v.numpy() for u, v in zip(x.trainable_weights, y.trainable_weights)])
+    remaining = norm([u.numpy() - v.numpy() for u, v in zip(x.trainable_weights, at_kill.trainable_weights)])
+    assert remaining > 0 and gap < 0.01 * remaining, (gap, remaining)
     # The later steps make discrete choices (top-k location targets, sampled glimpses) that such rounding can
     # flip, so they are checked for completion, not bitwise equality.
     for name, steps in (("location", 4), ("policy", 4)):
