@@ -21,6 +21,12 @@ def aggregated_cross_entropy(logits, labels):
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits)
 
 
+def correct(logits, labels):
+    """(B,) float32: 1 where the argmax of the logits is the label."""
+    predicted = tf.math.argmax(logits, axis=-1, output_type=tf.int32)
+    return tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), tf.float32)
+
+
 def location_targets(logits_map, num_glimpses):
     """Location-pretraining targets (Eq. 5): the cells of the *predicted* class's logits map, best first.
 

@@ -1,10 +1,9 @@
 """BagNet with a restricted receptive field (Brendel & Bethge 2019), in Saccader's BagNet-lowD form."""
 import keras
-import tensorflow as tf
 
 from saccade_zoo.layers.bagnet_block import BN_EPSILON, BN_MOMENTUM, BagNetBlock, batch_norm
 from saccade_zoo.models.base import ZooModel, reject_unknown_kwargs
-from saccade_zoo.training.losses import aggregated_cross_entropy
+from saccade_zoo.training.losses import aggregated_cross_entropy, correct
 from saccade_zoo.training.staged import StagedTrainingMixin
 
 # kernel3 (how many 3x3 blocks lead each group) for the standard receptive fields.
@@ -142,7 +141,6 @@ class BagNet(StagedTrainingMixin, ZooModel):
 
     def _stage_terms(self, stage, images, labels, training, options):
         logits = self(images, training=training)["logits"]
-        correct = tf.equal(tf.math.argmax(logits, axis=-1, output_type=tf.int32), labels)
         return {"per_example": {"ce": aggregated_cross_entropy(logits, labels)},
                 "penalised": self.trainable_variables,
-                "stats": {"accuracy": correct}}
+                "stats": {"accuracy": correct(logits, labels)}}

@@ -7,7 +7,7 @@ from saccade_zoo.layers.glimpse_readout import GlimpseReadout
 from saccade_zoo.layers.policies import EngineeredPolicy
 from saccade_zoo.layers.saccader_cell import SaccaderCell
 from saccade_zoo.models.base import ZooModel, reject_unknown_kwargs
-from saccade_zoo.training.losses import aggregated_cross_entropy, location_targets, reinforce_loss
+from saccade_zoo.training.losses import aggregated_cross_entropy, correct, location_targets, reinforce_loss
 from saccade_zoo.training.sampling import example_keys, keyed_gumbel
 from saccade_zoo.training.staged import StagedTrainingMixin, global_mean
 
@@ -158,11 +158,8 @@ class Saccader(StagedTrainingMixin, _GlimpseModel):
         return self.trainable_variables
 
     def _stage_terms(self, stage, images, labels, training, options):
-        if stage == "representation":
-            bag = self.backbone(images, training=training)
-            return {"per_example": {"ce": aggregated_cross_entropy(bag["logits"], labels)},
-                    "penalised": self.backbone.trainable_variables,
-                    "stats": {"accuracy": _correct(bag["logits"], labels)}}
+        if stage == "representation":  # Eq. 4 trains the BagNet alone: its own step
+            return self.backbone._stage_terms(stage, images, labels, training, options)
         if stage == "location":
             steps = options["location_glimpses"]
             bag = {k: tf.stop_gradient(v) for k, v in self.backbone(images, training=False).items()}
@@ -177,16 +174,17 @@ class Saccader(StagedTrainingMixin, _GlimpseModel):
         bag = self.backbone(images, training=training)
         if not training:  # evaluation: the argmax policy, no REINFORCE term
             out = self.forward(images, training=False, num_glimpses=steps, bag=bag)
+            accuracy = correct(out["logits"], labels)
             return {"per_example": {"ce": aggregated_cross_entropy(out["step_logits"], labels)},
                     "penalised": self.trainable_variables,
-                    "stats": {"accuracy": _correct(out["logits"], labels), "reward": _correct(out["logits"], labels)}}
+                    "stats": {"accuracy": accuracy, "reward": accuracy}}
         keys = example_keys(images)
         cells = self.grid_shape[0] * self.grid_shape[1]
         trajectories = []
         for s in range(options["num_trajectories"]):
             noise = keyed_gumbel(keys, self.optimizer.iterations, s, (steps, cells), options["sampling_seed"])
             out = self.forward(images, training=True, num_glimpses=steps, sampling_noise=noise, bag=bag)
-            trajectories.append((out, _correct(out["logits"], labels)))
+            trajectories.append((out, correct(out["logits"], labels)))
         baseline = global_mean(tf.stack([reward for _, reward in trajectories]))
         reinforce = tf.add_n([reinforce_loss(out["location_logits"], out["cell_locations"], reward - baseline)
                               for out, reward in trajectories])
@@ -206,10 +204,6 @@ class Saccader(StagedTrainingMixin, _GlimpseModel):
             "dilation_rate": self.dilation_rate,
             "seed": self.seed,
         }
-
-
-def _correct(logits, labels):
-    return tf.cast(tf.equal(tf.math.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
 
 
 @keras.saving.register_keras_serializable(package="saccade_zoo")
