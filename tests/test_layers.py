@@ -7,6 +7,7 @@ import tensorflow as tf
 import keras
 from saccade_zoo.layers import AttentionNetwork, BagNetBlock, EngineeredPolicy, GlimpseReadout, SaccaderCell
 from saccade_zoo.layers.policies import center_order
+from saccade_zoo.layers.saccader_cell import MASK_MARGIN
 from tests.helpers import config_round_trip, one_fit_step_changes_weights
 
 
@@ -91,8 +92,15 @@ def test_saccader_cell_matches_paper_equations():
     ref_locations, ref_logits = reference_cell(features, cell.attention_vector.numpy(), 7)
     np.testing.assert_array_equal(out["locations"].numpy(), ref_locations)
     unmasked = ref_logits > -1e4
-    np.testing.assert_allclose(out["location_logits"].numpy()[unmasked], ref_logits[unmasked], rtol=1e-4, atol=1e-4)
-    assert out["location_logits"].shape == (3, 7, 20)
+    logits = out["location_logits"].numpy()
+    np.testing.assert_allclose(logits[unmasked], ref_logits[unmasked], rtol=1e-4, atol=1e-4)
+    # The policy softmax(R) equals the paper's (-1e5 mask) to float32 rounding, masked cells included.
+    def softmax(z):
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    np.testing.assert_allclose(softmax(logits.astype("float64")), softmax(ref_logits), rtol=0, atol=1e-6)
+    assert logits.shape == (3, 7, 20)
     assert config_round_trip(cell).num_glimpses == 7
     assert [w.name for w in cell.trainable_weights] == ["attention_vector"]
 
@@ -115,8 +123,11 @@ def test_saccader_cell_forced_locations_and_limits():
     forced = np.array([[5, 0, 15], [1, 2, 3]], "int32")
     out = cell(features, forced_locations=forced, training=True)
     np.testing.assert_array_equal(out["locations"], forced)
-    # The forced cells are masked in later steps' logits.
-    assert out["location_logits"].numpy()[0, 1, 5] < -1e4 and out["location_logits"].numpy()[0, 2, 0] < -1e4
+    # The forced cells are masked in later steps' logits: at least MASK_MARGIN below every free cell.
+    logits = out["location_logits"].numpy()
+    free = np.delete(logits[0, 2], [5, 0])
+    assert logits[0, 1, 5] <= np.delete(logits[0, 1], 5).min() - MASK_MARGIN
+    assert max(logits[0, 2, 5], logits[0, 2, 0]) <= free.min() - MASK_MARGIN
     with pytest.raises(ValueError, match="only 4x4 = 16 cells"):
         cell(features, num_glimpses=17)
     with pytest.raises(ValueError, match="num_glimpses must be >= 1"):
@@ -189,3 +200,19 @@ def test_ordered_logits_center_and_random_policies():
     assert all(sorted(r.tolist()) == list(range(16)) for r in random)
     with pytest.raises(ValueError, match="Unknown policy"):
         EngineeredPolicy("saliency", 3, 8, 17)
+
+
+def test_saccader_cell_mask_beats_the_largest_gumbel_noise():
+    """A visited cell loses even when the train step's Gumbel noise favours it as much as it can."""
+    features = 0.01 * np.random.randn(2, 3, 3, 4).astype("float32")  # nearly tied scores: the margin must do it
+    cell = SaccaderCell(num_glimpses=5)
+    trajectory = cell(features)["locations"].numpy()
+    u_min, u_max = 1e-7, 1.0 - 1e-7  # the uniform bounds of saccade_zoo.training.sampling.keyed_gumbel
+    low, high = -np.log(-np.log(u_min)), -np.log(-np.log(u_max))
+    noise = np.full((2, 5, 9), low, "float32")
+    for b in range(2):
+        for t in range(1, 5):
+            noise[b, t, trajectory[b, :t]] = high  # every visited cell gets the largest noise, the rest the least
+    locations = cell(features, sampling_noise=noise, training=True)["locations"].numpy()
+    for row in locations:
+        assert len(set(row.tolist())) == 5, row
