@@ -19,7 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """saccader_cluttered100 whose BagNet got one short epoch of cross-entropy on real cluttered images."""
+    """saccader_cluttered100 with a briefly trained BagNet (one epoch of cross entropy on 192 real cluttered
+    images) and a location network pretrained on them (paper step 2, two epochs): a learned glimpse policy.
+    Calibrated on those training images, checked on 48 test-split images."""
     keras.utils.set_random_seed(0)
     model = saccade_zoo.build("saccader_cluttered100")
     x, y = real_images(model.image_shape, 192, split="train")
@@ -27,9 +29,11 @@ def trained(tmp_path_factory):
     clf = keras.Model(backbone.inputs, backbone.output["logits"])
     clf.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     clf.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    model.compile(keras.optimizers.Adam(1e-3), stage="location")
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0)
     images, _ = real_images(model.image_shape, 48)
     root = tmp_path_factory.mktemp("exports")
-    manifest = export_model(model, root / "saccader", images, variants=("float32", "float16", "dynamic"))
+    manifest = export_model(model, root / "saccader", x[:64], parity_images=images)
     center = model.with_policy("center")
     center_manifest = export_model(center, root / "center", images, variants=("int8",))
     return {"model": model, "images": images, "dir": root / "saccader", "manifest": manifest,
@@ -39,7 +43,7 @@ def trained(tmp_path_factory):
 def test_files_and_manifest(trained):
     folder, manifest = trained["dir"], trained["manifest"]
     for rel in ("model.keras", "saved_model/saved_model.pb", "model_float32.tflite", "model_float16.tflite",
-                "model_dynamic.tflite", "manifest.json"):
+                "model_dynamic.tflite", "model_int8.tflite", "manifest.json"):
         assert (folder / rel).is_file(), rel
     assert not os.path.exists(str(folder) + ".partial")
     assert load_manifest(folder) == json.loads(json.dumps(manifest))
@@ -52,6 +56,8 @@ def test_files_and_manifest(trained):
     size = os.path.getsize(folder / "model_dynamic.tflite")
     assert manifest["files"]["model_dynamic.tflite"]["bytes"] == size
     assert size < 0.3 * os.path.getsize(folder / "model_float32.tflite")
+    assert os.path.getsize(folder / "model_int8.tflite") < 0.3 * os.path.getsize(folder / "model_float32.tflite")
+    assert manifest["parity"]["num_calibration_images"] == 64
 
 
 def test_hashes_detect_tampering(trained, tmp_path):
@@ -72,8 +78,13 @@ def test_parity_numbers_meet_the_spec(trained):
         assert results[variant]["location_agreement"] == 1.0, variant
     assert results["tflite_float16"]["max_abs_logits"] <= 1e-2
     assert results["tflite_dynamic"]["top1_agreement"] >= 0.95
-    int8 = trained["center_manifest"]["parity"]["results"]["tflite_int8"]
-    assert int8["top1_agreement"] >= 0.95 and int8["location_agreement"] == 1.0
+    assert results["tflite_int8"]["top1_agreement"] >= 0.95
+    # Full int8 of the learned policy picks the same cells as Keras for most glimpses. With the paper's literal
+    # -1e5 mask the int8 cell cannot tell free cells apart after the first glimpse: 0.0 / 0.18 here.
+    assert results["tflite_int8"]["location_agreement"] >= 0.25
+    assert results["tflite_int8"]["glimpse_location_agreement"] >= 0.6
+    center = trained["center_manifest"]["parity"]["results"]["tflite_int8"]
+    assert center["top1_agreement"] >= 0.95 and center["location_agreement"] == 1.0
     assert all(r["passed"] for r in results.values())
 
 

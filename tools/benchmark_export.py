@@ -1,9 +1,11 @@
 """Per-image latency (batch 1) of Keras, SavedModel and each TFLite variant, as ratios to Keras, and file sizes.
 
     python tools/benchmark_export.py --model saccader_cluttered100 --runs 50
+    python tools/benchmark_export.py --model runs/fashion100/model.keras --preset saccader_cluttered100
 
-Exports the model to a temporary folder (parity numbers recorded, not enforced: presets are untrained), then
-times each artifact on the same real images in the same process. Prints a Markdown table.
+Exports the model (a preset, freshly initialised, or a trained .keras file) to a temporary folder, full int8
+calibrated on train-split images, parity recorded (not enforced) on held-out test-split images; then times each
+artifact on those images in the same process. Prints a Markdown table.
 """
 import os
 import tempfile
@@ -14,9 +16,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "saccader_cluttered100", "Preset name.")
+flags.DEFINE_string("model", "saccader_cluttered100", "Preset name, or a .keras file.")
+flags.DEFINE_string("preset", None, "Preset whose preprocessing applies (required with a .keras --model).")
 flags.DEFINE_integer("runs", 30, "Timed runs per artifact (after 3 warm-up runs).")
-flags.DEFINE_integer("num_images", 32, "Real images for calibration / parity.")
+flags.DEFINE_integer("num_images", 32, "Real held-out images for parity and timing.")
+flags.DEFINE_integer("num_calibration_images", 64, "Real train-split images to calibrate full int8 on.")
 flags.DEFINE_integer("threads", 2, "LiteRT interpreter threads.")
 flags.DEFINE_list("variants", ["float32", "float16", "dynamic", "int8"], "TFLite variants.")
 
@@ -42,13 +46,23 @@ def main(argv):
     import saccade_zoo
     from saccade_zoo.export import TFLiteRunner, export_model, real_images
 
-    model = saccade_zoo.build(FLAGS.model)
+    if FLAGS.model.endswith(".keras"):
+        import keras
+
+        if not FLAGS.preset:
+            raise app.UsageError("--preset is required with a .keras --model (it names the preprocessing).")
+        model = keras.models.load_model(FLAGS.model)
+    else:
+        model = saccade_zoo.build(FLAGS.model)
+    preset = FLAGS.preset or FLAGS.model
+    calibration, _ = real_images(model.image_shape, FLAGS.num_calibration_images, split="train")
     images, _ = real_images(model.image_shape, FLAGS.num_images)
-    out = os.path.join(tempfile.mkdtemp(), FLAGS.model)
+    out = os.path.join(tempfile.mkdtemp(), "model")
     start = time.perf_counter()
-    manifest = export_model(model, out, images, variants=FLAGS.variants, check_parity=False)
+    manifest = export_model(model, out, calibration, parity_images=images, preprocessing=preset,
+                            variants=FLAGS.variants, check_parity=False, calibration_steps=len(calibration))
     export_s = time.perf_counter() - start
-    pre = saccade_zoo.preprocess(images, FLAGS.model)
+    pre = saccade_zoo.preprocess(images, preset)
     rows = [("keras", _time(lambda x: model.predict_on_batch(x), pre, FLAGS.runs), None)]
     serve = tf.saved_model.load(os.path.join(out, "saved_model")).signatures["serving_default"]
     rows.append(("savedmodel", _time(lambda x: serve(images=tf.constant(x)), images, FLAGS.runs), None))

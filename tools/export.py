@@ -22,7 +22,8 @@ flags.DEFINE_string("out_dir", None, "Output folder (default exports/<name>).")
 flags.DEFINE_string("name", None, "Export name (default: the preset name or the .keras file's stem).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing output folder.")
 flags.DEFINE_list("variants", ["float32", "float16", "dynamic", "int8"], "TFLite variants to write.")
-flags.DEFINE_integer("num_images", 128, "Real images for calibration and parity checks.")
+flags.DEFINE_integer("num_images", 256, "Real held-out images (test split) for the parity checks.")
+flags.DEFINE_integer("num_calibration_images", 128, "Real images (train split) to calibrate full int8 on.")
 flags.DEFINE_integer("seed", 0, "Seed of the real images.")
 flags.DEFINE_string("class_names", None, "Text file with one class name per line.")
 flags.DEFINE_bool("check", True, "Fail when a parity check fails (--nocheck only records the numbers).")
@@ -83,10 +84,15 @@ def main(argv):
             with open(FLAGS.class_names) as handle:
                 class_names = [line.strip() for line in handle if line.strip()]
         shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-        images, _ = real_images(shape, FLAGS.num_images, seed=FLAGS.seed)
-        manifest = export_model(model, out_dir, images, class_names=class_names, preprocessing=FLAGS.preset,
-                                overwrite=FLAGS.overwrite, variants=FLAGS.variants, check_parity=FLAGS.check,
-                                images_description=describe(shape, FLAGS.num_images, seed=FLAGS.seed), log=print)
+        calibration, _ = real_images(shape, FLAGS.num_calibration_images, split="train", seed=FLAGS.seed)
+        images, _ = real_images(shape, FLAGS.num_images, split="test", seed=FLAGS.seed)
+        manifest = export_model(model, out_dir, calibration, parity_images=images, class_names=class_names,
+                                preprocessing=FLAGS.preset, overwrite=FLAGS.overwrite, variants=FLAGS.variants,
+                                check_parity=FLAGS.check, calibration_steps=FLAGS.num_calibration_images,
+                                images_description=describe(shape, FLAGS.num_images, split="test", seed=FLAGS.seed),
+                                calibration_description=describe(shape, FLAGS.num_calibration_images, split="train",
+                                                                 seed=FLAGS.seed),
+                                log=print)
     except (ValueError, FileExistsError, ParityError, UnsupportedOpsError, TypeError) as error:
         return fail(str(error))
     for variant, result in manifest["parity"]["results"].items():

@@ -135,13 +135,14 @@ def _prepare_out_dir(out_dir, overwrite):
 
 def export_model(model, out_dir, representative_images, class_names=None, preprocessing=None, overwrite=False,
                  variants=_tflite.VARIANTS, parity_images=None, thresholds=None, images_description=None,
-                 check_parity=True, calibration_steps=100, log=None):
+                 check_parity=True, calibration_steps=100, log=None, calibration_description=None):
     """Export ``model`` to ``out_dir`` and return the manifest (also written to ``out_dir/manifest.json``).
 
     Writes ``model.keras`` (``model.save``: compile state kept), ``saved_model/`` (``serving_default``: float32
     [0, 1] pixels in, named outputs out) and ``model_<variant>.tflite`` for each of ``variants``. Parity against
-    Keras is measured on ``parity_images`` (default: ``representative_images``, raw [0, 1] pixels or uint8) and
-    the export raises `ParityError` (leaving nothing at ``out_dir``) when a variant misses its threshold.
+    Keras is measured on ``parity_images`` (default: ``representative_images``, raw [0, 1] pixels or uint8; pass
+    held-out images so the int8 numbers are not measured on the calibration set) and the export raises
+    `ParityError` (leaving nothing at ``out_dir``) when a variant misses its threshold.
     Ops that are not TFLite built-ins raise `UnsupportedOpsError` naming the ops and layers.
     """
     log = log or (lambda message: None)
@@ -164,7 +165,8 @@ def export_model(model, out_dir, representative_images, class_names=None, prepro
 
     try:
         manifest = _export_into(model, staging, names, pre, image_shape, representative, test_images, class_names,
-                                variants, thresholds, images_description, check_parity, calibration_steps, log)
+                                variants, thresholds, images_description, check_parity, calibration_steps, log,
+                                calibration_description)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -175,7 +177,7 @@ def export_model(model, out_dir, representative_images, class_names=None, prepro
 
 
 def _export_into(model, folder, names, pre, image_shape, representative, test_images, class_names, variants,
-                 thresholds, images_description, check_parity, calibration_steps, log):
+                 thresholds, images_description, check_parity, calibration_steps, log, calibration_description=None):
     log(f"Saving {KERAS_FILE}")
     model.save(os.path.join(folder, KERAS_FILE))
     log(f"Writing {SAVED_MODEL_DIR}/")
@@ -265,6 +267,9 @@ def _export_into(model, folder, names, pre, image_shape, representative, test_im
             "images": images_description or f"{len(test_images)} images",
             "num_images": int(len(test_images)),
             "num_calibration_images": int(min(len(representative), calibration_steps)),
+            "calibration_images": calibration_description or (
+                "the parity images" if test_images is representative else
+                f"{int(min(len(representative), calibration_steps))} other images"),
             "results": results,
             "checked": bool(check_parity),
         },
