@@ -233,6 +233,7 @@ def _export_into(model, folder, names, pre, image_shape, representative, test_im
         outputs_spec[key] = {"dtype": dtype, "shape": [None, *[int(d) for d in source.shape[1:]]],
                              "description": OUTPUT_DOCS.get(key, "")}
     num_glimpses = getattr(model, "num_glimpses", None)
+    num_calibration = int(min(len(representative), calibration_steps))
     manifest = {
         "format_version": FORMAT_VERSION,
         "model": {
@@ -266,10 +267,9 @@ def _export_into(model, folder, names, pre, image_shape, representative, test_im
         "parity": {
             "images": images_description or f"{len(test_images)} images",
             "num_images": int(len(test_images)),
-            "num_calibration_images": int(min(len(representative), calibration_steps)),
+            "num_calibration_images": num_calibration,
             "calibration_images": calibration_description or (
-                "the parity images" if test_images is representative else
-                f"{int(min(len(representative), calibration_steps))} other images"),
+                "the parity images" if test_images is representative else f"{num_calibration} other images"),
             "results": results,
             "checked": bool(check_parity),
         },

@@ -114,7 +114,6 @@ class SaccaderCell(keras.layers.Layer):
                 )
         flat = ops.reshape(features, (-1, cells, d))
         spatial_scores = ops.einsum("bnd,d->bn", flat, self.attention_vector) / math.sqrt(d)
-        positions = ops.arange(cells, dtype="int32")
         visited = ops.zeros_like(spatial_scores, dtype="bool")  # the state C
         locations, logits = [], []
         for t in range(steps):
@@ -132,7 +131,7 @@ class SaccaderCell(keras.layers.Layer):
                 )[:, 0]
             else:
                 location = argmax_last(location_logits)
-            visited = ops.logical_or(visited, ops.equal(ops.expand_dims(location, -1), positions))
+            visited = ops.logical_or(visited, one_hot(location, cells, dtype="bool"))
             locations.append(location)
             logits.append(location_logits)
         return {"locations": ops.stack(locations, axis=1), "location_logits": ops.stack(logits, axis=1)}
