@@ -11,6 +11,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path):
+    """Lay out, write (100 dpi) and close a figure; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_glimpses(images, boxes, path, labels=None, predictions=None, class_names=None, columns=4, title=None):
     """Draw each glimpse box (numbered in visiting order, early = bright) on its image and save a PNG.
 
@@ -49,10 +57,7 @@ def plot_glimpses(images, boxes, path, labels=None, predictions=None, class_name
             ax.set_title("\n".join(parts), fontsize=8, color="green" if ok else "red")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_accuracy_vs_glimpses(results, path, trained_glimpses=None, full_image=None, title=None, ylabel="top-1"):
@@ -71,7 +76,4 @@ def plot_accuracy_vs_glimpses(results, path, trained_glimpses=None, full_image=N
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
