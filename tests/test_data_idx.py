@@ -78,6 +78,33 @@ def test_bad_magic_and_truncation(tmp_path):
         load_idx_labels(gzp)
 
 
+def test_corrupt_headers_and_streams_name_the_file(tmp_path):
+    """Issue 10: absurd header sizes and corrupt deflate streams give a ValueError naming the file."""
+    def write(name, header_dims, code=8, payload=b"\1" * 64):
+        p = tmp_path / name
+        p.write_bytes(bytes([0, 0, code, len(header_dims)]) + np.asarray(header_dims, ">u4").tobytes() + payload)
+        return p
+
+    big = 2**32 - 1
+    # (2^32-1)^3 overflows int64: used to wrap to a size that "fits", then fail in numpy's reshape.
+    p = write("huge-idx3-ubyte", [big, big, big])
+    with pytest.raises(ValueError, match="huge-idx3-ubyte is truncated"):
+        load_idx_images(p)
+    p = write("empty-idx3-ubyte", [0, big, big])  # zero items but a shape numpy cannot hold
+    with pytest.raises(ValueError, match="empty-idx3-ubyte has an invalid shape"):
+        load_idx_images(p)
+    p = write("deep-idx1-ubyte", [1] * 100)
+    with pytest.raises(ValueError, match="deep-idx1-ubyte is not a valid IDX file: header says 100 dimensions"):
+        load_idx_labels(p)
+    gz = bytearray(gzip.compress(bytes([0, 0, 8, 1]) + np.array([100], ">u4").tobytes() + bytes(range(100)),
+                                 mtime=0))
+    gz[10] = 0xFF  # first deflate byte: "invalid block type" (zlib.error, not an OSError)
+    p = tmp_path / "bad-idx1-ubyte.gz"
+    p.write_bytes(bytes(gz))
+    with pytest.raises(ValueError, match="bad-idx1-ubyte.gz"):
+        load_idx_labels(p)
+
+
 def test_sample_shapes_split_and_balance():
     assert os.path.getsize(SAMPLE_PATH) < 2.2e6
     for split, n in (("train", 3000), ("test", 1000)):

@@ -1,7 +1,13 @@
 """Tiled pyramidal TIFF writing and tile-by-tile region reads."""
 
+import collections
 import json
 import os
+import struct
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -167,6 +173,139 @@ def test_corrupt_and_truncated(tmp_path, rgb):
     notimg.write_bytes(b"not an image at all")
     with pytest.raises(ValueError, match="x.png"):
         TiledImage(str(notimg))
+
+
+def _patch_tag(path, out, code, value: bytes, page=0):
+    """Copy ``path`` to ``out`` with the in-IFD value of tag ``code`` (of page ``page``) overwritten."""
+    data = bytearray(open(path, "rb").read())
+    with tifffile.TiffFile(path) as t:
+        tag = t.pages[page].tags[code]
+        data[tag.valueoffset:tag.valueoffset + len(value)] = value
+    out.write_bytes(bytes(data))
+    return str(out)
+
+
+def test_corrupt_geometry_named_clearly(tmp_path):
+    """Bad tile sizes / layouts are caught when opening, with a clear message (not a ZeroDivisionError)."""
+    a = np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8)
+    src = write_tiled_tiff(str(tmp_path / "src.tif"), a, tile_size=16)
+    for code, name in ((322, "tile width 0"), (323, "tile length 0")):
+        bad = _patch_tag(src, tmp_path / f"t{code}.tif", code, b"\0\0\0\0")
+        with pytest.raises(ValueError, match=f"t{code}.tif: corrupt TIFF: {name}"):
+            TiledImage(bad)
+    bad = _patch_tag(src, tmp_path / "w0.tif", 256, b"\0\0\0\0")  # ImageWidth 0
+    with pytest.raises(ValueError, match="w0.tif: corrupt TIFF: image size 64 x 0"):
+        TiledImage(bad)
+    bad = _patch_tag(src, tmp_path / "big.tif", 256, struct.pack("<I", 4096))  # more tiles than offsets
+    with pytest.raises(ValueError, match="big.tif: unexpected segment layout"):
+        TiledImage(bad)
+    # A huge tile: the decompression-bomb guard applies to tiles too.
+    bad = _patch_tag(src, tmp_path / "hugetile.tif", 322, struct.pack("<I", 1 << 20))
+    with pytest.raises(ValueError, match="hugetile.tif: corrupt TIFF: tile of 16 x 1048576 pixels exceeds"):
+        TiledImage(bad, max_pixels=1 << 20)
+
+
+def test_self_referencing_ifd_does_not_hang(tmp_path):
+    """An IFD chain ending in an empty IFD that points to itself made tifffile's ``series`` loop forever."""
+    a = np.arange(48 * 48, dtype=np.uint32).reshape(48, 48).astype(np.uint8)
+    src = write_tiled_tiff(str(tmp_path / "one.tif"), a, tile_size=16, min_level_size=64)  # one level, no SubIFDs
+    data = bytearray(open(src, "rb").read())
+    with tifffile.TiffFile(src) as t:
+        first = t.pages.first.offset
+    next_ptr = first + 2 + 12 * struct.unpack_from("<H", data, first)[0]
+    data += b"\0" * (len(data) % 2)
+    extra = len(data)
+    struct.pack_into("<I", data, next_ptr, extra)
+    data += struct.pack("<HI", 0, extra)  # no tags, next IFD = itself
+    path = tmp_path / "loop.tif"
+    path.write_bytes(bytes(data))
+    result = []
+
+    def open_and_read():
+        with TiledImage(str(path)) as im:
+            result.append(im.read_region(0, 0, 48, 48, 48, dtype="uint8")[..., 0])
+
+    th = threading.Thread(target=open_and_read, daemon=True)  # daemon: a regression fails, not hangs, the run
+    th.start()
+    th.join(timeout=60)
+    assert not th.is_alive(), "TiledImage hangs on a self-referencing IFD"
+    np.testing.assert_array_equal(result[0], a)
+
+
+def test_read_errors_become_value_errors_naming_the_file(rgb):
+    """Whatever a decoder raises while reading becomes a ValueError naming the file; KeyboardInterrupt does not."""
+    path, a = rgb
+    for exc, expected in ((MemoryError("absurd size"), ValueError), (IndexError("boom"), ValueError),
+                          (KeyboardInterrupt(), KeyboardInterrupt)):
+        with TiledImage(path, cache_tiles=0) as im:
+            def decode(*args, exc=exc, **kwargs):
+                raise exc
+            for lv in im._levels:
+                lv.page.decode = decode  # instance attribute shadows tifffile's cached decoder
+            with pytest.raises(expected) as e:
+                im.read_region(0, 0, 64, 64, 64)
+            if expected is ValueError:
+                assert path in str(e.value) and type(exc).__name__ in str(e.value)
+            with pytest.raises(expected):
+                im.proxy(16)
+            with pytest.raises(expected):
+                im.read_level(len(im.levels) - 1)
+
+
+class _YieldingCache(collections.OrderedDict):
+    """An LRU dict that lets other threads run right after each lookup: widens the window in which an unlocked
+    cache races (a tile found, then evicted by another thread before ``move_to_end`` -> KeyError)."""
+
+    def get(self, *args):
+        value = super().get(*args)
+        time.sleep(0)
+        return value
+
+
+def test_concurrent_reads_match_single_threaded(tmp_path):
+    """8 threads hammer one image with a small cache (evictions all the time): every result equals the
+    single-threaded one, no thread fails, the cache stays within its size and the counters add up."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (200, 240, 3), dtype=np.uint8)
+    path = write_tiled_tiff(str(tmp_path / "mt.tif"), a, tile_size=16)
+    windows = []
+    for _ in range(150):
+        if rng.random() < 0.7:  # small windows over a few tiles: cache hits and evictions of the same tiles
+            h, w = rng.uniform(2, 20, 2)
+            y0, x0 = rng.uniform(0, 40, 2)
+        else:
+            h, w = rng.uniform(4, 120, 2)
+            y0, x0 = rng.uniform(-20, 200 - h / 2), rng.uniform(-20, 240 - w / 2)
+        windows.append((y0, x0, y0 + h, x0 + w))
+    with TiledImage(path, cache_tiles=0) as im:
+        ref = [im.read_region(*win, 16) for win in windows]
+        decoded_once, bytes_once = im.tiles_decoded, im.bytes_read
+
+    def hammer(im):
+        def work(k):
+            order = np.random.default_rng(k).permutation(len(windows))
+            return [(i, im.read_region(*windows[i], 16)) for i in order]
+        with ThreadPoolExecutor(8) as ex:
+            results = list(ex.map(work, range(8)))
+        for res in results:
+            for i, r in res:
+                np.testing.assert_array_equal(r, ref[i])
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)  # switch threads often
+    try:
+        for cache_tiles, yielding in ((3, True), (5, False), (0, False)):
+            with TiledImage(path, cache_tiles=cache_tiles) as im:
+                if yielding:
+                    im._cache = _YieldingCache()
+                hammer(im)
+                assert len(im._cache) <= cache_tiles
+                if cache_tiles == 0:  # every read decodes its tiles: exactly 8 x the single-threaded counts
+                    assert (im.tiles_decoded, im.bytes_read) == (8 * decoded_once, 8 * bytes_once)
+                else:
+                    assert 0 < im.tiles_decoded <= 8 * decoded_once
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def test_striped_tiff_and_png_work_with_warning(tmp_path):

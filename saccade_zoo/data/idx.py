@@ -13,7 +13,9 @@ Default directory: ``/usr/share/datasets/fashion-mnist`` (Debian package ``datas
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from typing import Tuple
 
 import numpy as np
@@ -38,6 +40,8 @@ _DTYPES = {
 
 _SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 
+_MAX_NDIM = 32  # numpy's limit before 2.0; a larger count in the header is corruption
+
 
 def _read_bytes(path: str) -> bytes:
     path = os.fspath(path)
@@ -49,7 +53,7 @@ def _read_bytes(path: str) -> bytes:
                 return f.read()
         with open(path, "rb") as f:
             return f.read()
-    except (OSError, EOFError) as e:  # bad gzip stream, truncated gzip
+    except (OSError, EOFError, zlib.error) as e:  # bad gzip header / CRC, truncated or corrupt deflate stream
         raise ValueError(f"Could not read IDX file {path}: {e}") from e
 
 
@@ -65,18 +69,24 @@ def read_idx(path) -> np.ndarray:
         )
     dtype = _DTYPES[data[2]]
     ndim = data[3]
+    if ndim > _MAX_NDIM:
+        raise ValueError(f"{path} is not a valid IDX file: header says {ndim} dimensions (at most {_MAX_NDIM}; "
+                         "MNIST-style files have 1 or 3).")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise ValueError(f"IDX file {path} is truncated inside its header.")
     shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    n = int(np.prod(shape, dtype=np.int64)) if ndim else 1
+    n = math.prod(shape)  # Python ints: a corrupt header's huge sizes cannot overflow into a "fitting" size
     expected = header + n * dtype.itemsize
     if len(data) < expected:
         raise ValueError(
             f"IDX file {path} is truncated: header says shape {shape} ({expected} bytes) "
             f"but the file holds {len(data)} bytes."
         )
-    arr = np.frombuffer(data, dtype, count=n, offset=header).reshape(shape)
+    try:
+        arr = np.frombuffer(data, dtype, count=n, offset=header).reshape(shape)
+    except ValueError as e:  # e.g. an empty array with absurd other sizes: (0, 4e9, 4e9) is "too big" for numpy
+        raise ValueError(f"IDX file {path} has an invalid shape {shape} in its header: {e}") from e
     return arr.astype(dtype.newbyteorder("="))
 
 

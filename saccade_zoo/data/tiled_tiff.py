@@ -23,7 +23,7 @@ import math
 import os
 import threading
 import warnings
-from typing import Iterator, Optional, Tuple, Union
+from typing import Iterator, NoReturn, Optional, Tuple, Union
 
 import numpy as np
 
@@ -134,71 +134,143 @@ def write_tiled_tiff(path, array, tile_size: int = 256, min_level_size: Optional
 # Reading
 # ----------------------------------------------------------------------------------------------------------------
 
+def _raise_naming(path: str, e: Exception, what: str) -> NoReturn:
+    """Re-raise ``e`` as a ValueError naming ``path``: as is when it already is one, else wrapped (chained).
+
+    Corrupt files make tifffile / imagecodecs / numpy raise anything (struct errors, IndexError, zlib errors,
+    MemoryError for absurd sizes, ...); callers get one clear error type. Only ``Exception`` is caught by the
+    callers, so KeyboardInterrupt / SystemExit pass through untouched.
+    """
+    if isinstance(e, ValueError) and path in str(e):
+        raise e
+    raise ValueError(f"{path}: {what} ({type(e).__name__}: {e}).") from e
+
+
+def _tag_int(path: str, page, name: str) -> int:
+    """Integer TIFF page attribute ``name`` (e.g. "imagewidth"); a ValueError naming the file if it is not one."""
+    v = getattr(page, name)
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return int(v)
+    what = f"{len(v)} values" if isinstance(v, (tuple, list, np.ndarray)) else repr(v)[:80]
+    raise ValueError(f"{path}: corrupt TIFF: {name} is {what}, not one integer.")
+
+
 class _Level:
-    """One resolution level: knows how to fetch any pixel rectangle, decoding only the segments it needs."""
+    """One resolution level: knows how to fetch any pixel rectangle, decoding only the segments it needs.
+
+    Thread-safe: the owner's cache and counters are changed under ``owner._lock``, file reads hold the tifffile
+    file handle's lock, and segments are decoded outside both locks (concurrent reads decode in parallel).
+    """
 
     def __init__(self, owner: "TiledImage", page=None, array=None):
         self.owner = owner
         self.page = page
         self.array = array
         if page is not None:
-            self.height, self.width = int(page.imagelength), int(page.imagewidth)
-            self.channels = int(page.samplesperpixel)
-            self.dtype = page.dtype
-            if page.is_tiled:
-                self.seg_h, self.seg_w = int(page.tilelength), int(page.tilewidth)
-            else:
-                self.seg_h, self.seg_w = int(page.rowsperstrip or self.height), self.width
-                self.seg_h = min(self.seg_h, self.height)
-            self.segs_across = math.ceil(self.width / self.seg_w)
-            self.segs_down = math.ceil(self.height / self.seg_h)
-            if len(page.dataoffsets) < self.segs_across * self.segs_down:
-                raise ValueError(f"{owner.path}: unexpected segment layout (planar or multi-sample TIFF).")
+            self._init_page(owner.path, page)
         else:
             self.height, self.width = array.shape[:2]
             self.channels = array.shape[2] if array.ndim == 3 else 1
             self.dtype = array.dtype
+
+    def _init_page(self, path: str, page):
+        """Read and validate the level geometry (sizes, tile/strip layout, sample format) of a TIFF page."""
+        self.height, self.width = _tag_int(path, page, "imagelength"), _tag_int(path, page, "imagewidth")
+        self.channels = _tag_int(path, page, "samplesperpixel")
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"{path}: corrupt TIFF: image size {self.height} x {self.width}.")
+        if self.channels < 1:
+            raise ValueError(f"{path}: corrupt TIFF: {self.channels} samples per pixel.")
+        self.dtype = page.dtype
+        if self.dtype is None or np.dtype(self.dtype).kind not in "buif":
+            raise ValueError(f"{path}: unsupported TIFF sample format (SampleFormat {page.sampleformat}, "
+                             f"{page.bitspersample}-bit, dtype {self.dtype}).")
+        # tifffile calls a page tiled when TileWidth > 0: a TileWidth / TileLength tag of 0 is a corrupt tiled
+        # page (not a striped one) and would divide by zero below.
+        if page.is_tiled or 322 in page.tags or 323 in page.tags:
+            self.seg_h, self.seg_w = _tag_int(path, page, "tilelength"), _tag_int(path, page, "tilewidth")
+            for name, v in (("tile length", self.seg_h), ("tile width", self.seg_w)):
+                if v < 1:
+                    raise ValueError(f"{path}: corrupt TIFF: {name} {v}.")
+            if self.owner.max_pixels is not None and self.seg_h * self.seg_w > self.owner.max_pixels:
+                raise ValueError(f"{path}: corrupt TIFF: tile of {self.seg_h} x {self.seg_w} pixels exceeds "
+                                 f"max_pixels={int(self.owner.max_pixels):,}.")
+        else:
+            rows = _tag_int(path, page, "rowsperstrip")
+            self.seg_h, self.seg_w = min(rows or self.height, self.height), self.width
+        self.segs_across = math.ceil(self.width / self.seg_w)
+        self.segs_down = math.ceil(self.height / self.seg_h)
+        n = self.segs_across * self.segs_down
+        n_off, n_cnt = len(page.dataoffsets), len(page.databytecounts)
+        if n_off < n or n_cnt < n:
+            raise ValueError(f"{path}: unexpected segment layout ({n} segments of {self.seg_h} x {self.seg_w} "
+                             f"for {self.height} x {self.width} pixels; the file has {n_off} offsets and {n_cnt} "
+                             "byte counts): planar or multi-sample TIFF, or a corrupt one.")
+        page.decode  # noqa: B018 -- tifffile builds the decoder on first use, not thread-safe: build it now
 
     @property
     def shape(self):
         return (self.height, self.width, self.channels)
 
     def _segment(self, index: int) -> np.ndarray:
+        """Segment (tile or strip) ``index`` as (rows, cols, C), from the owner's LRU cache or the file."""
         o = self.owner
         key = (id(self), index)
-        cached = o._cache.get(key)
-        if cached is not None:
-            o._cache.move_to_end(key)
-            return cached
+        with o._lock:
+            cached = o._cache.get(key)
+            if cached is not None:
+                o._cache.move_to_end(key)
+                return cached
+            tif = o._tif
+        if tif is None:
+            raise ValueError(f"{o.path}: TiledImage is closed.")
         page = self.page
         offset, count = int(page.dataoffsets[index]), int(page.databytecounts[index])
         if offset == 0 or count == 0:  # sparse (never written) tile
             seg = np.zeros((self.seg_h, self.seg_w, self.channels), self.dtype)
         else:
-            with o._lock:
-                fh = o._tif.filehandle
+            fh = tif.filehandle
+            with fh.lock:  # one seek + read at a time on the shared handle (tifffile's lazy tag reads use it too)
+                if fh.closed:
+                    raise ValueError(f"{o.path}: TiledImage is closed.")
                 fh.seek(offset)
                 data = fh.read(count)
             if len(data) != count:
                 raise ValueError(f"{o.path}: truncated TIFF (segment {index} wants {count} bytes at offset "
                                  f"{offset}, file ends early).")
-            o.bytes_read += count
+            with o._lock:
+                o.bytes_read += count
             try:
                 seg, _, _ = page.decode(data, index)
             except Exception as e:  # imagecodecs / tifffile decode errors
-                raise ValueError(f"{o.path}: corrupt TIFF segment {index}: {e}") from e
+                raise ValueError(f"{o.path}: corrupt TIFF segment {index} ({type(e).__name__}: {e}).") from e
             if seg is None:
                 raise ValueError(f"{o.path}: corrupt TIFF segment {index}: could not decode.")
-            seg = seg.reshape(seg.shape[-3:])
-            o.tiles_decoded += 1
-        if o.cache_tiles:
-            o._cache[key] = seg
-            if len(o._cache) > o.cache_tiles:
-                o._cache.popitem(last=False)
+            # (depth, rows, cols, samples); edge tiles / the last strip may hold only the rows and cols inside
+            # the image.
+            rows = min(self.seg_h, self.height - index // self.segs_across * self.seg_h)
+            cols = min(self.seg_w, self.width - index % self.segs_across * self.seg_w)
+            if (seg.ndim != 4 or seg.shape[0] != 1 or seg.shape[1] < rows or seg.shape[2] < cols
+                    or seg.shape[3] != self.channels):
+                raise ValueError(f"{o.path}: corrupt TIFF segment {index}: decoded shape {seg.shape}, expected "
+                                 f"(1, {self.seg_h}, {self.seg_w}, {self.channels}).")
+            seg = seg[0]
+            with o._lock:
+                o.tiles_decoded += 1
+        if o.cache_tiles > 0:
+            with o._lock:
+                if o._tif is not None:  # not closed meanwhile
+                    o._cache[key] = seg
+                    o._cache.move_to_end(key)
+                    while len(o._cache) > o.cache_tiles:
+                        o._cache.popitem(last=False)
         return seg
 
     def read(self, r0: int, c0: int, r1: int, c1: int) -> np.ndarray:
-        """Pixels [r0, r1) x [c0, c1) of this level, zero outside the image. Shape (r1-r0, c1-c0, C)."""
+        """Pixels [r0, r1) x [c0, c1) of this level, zero outside the image. Shape (r1-r0, c1-c0, C).
+
+        Raises ValueError naming the file for a corrupt/truncated file, whatever fails inside.
+        """
         out = np.zeros((r1 - r0, c1 - c0, self.channels), self.dtype)
         y0, y1 = max(r0, 0), min(r1, self.height)
         x0, x1 = max(c0, 0), min(c1, self.width)
@@ -208,13 +280,16 @@ class _Level:
             a = self.array[y0:y1, x0:x1]
             out[y0 - r0:y1 - r0, x0 - c0:x1 - c0] = a.reshape(a.shape[:2] + (self.channels,))
             return out
-        for ty in range(y0 // self.seg_h, (y1 - 1) // self.seg_h + 1):
-            for tx in range(x0 // self.seg_w, (x1 - 1) // self.seg_w + 1):
-                seg = self._segment(ty * self.segs_across + tx)
-                sy0, sx0 = ty * self.seg_h, tx * self.seg_w
-                a0, a1 = max(y0, sy0), min(y1, sy0 + self.seg_h)
-                b0, b1 = max(x0, sx0), min(x1, sx0 + self.seg_w)
-                out[a0 - r0:a1 - r0, b0 - c0:b1 - c0] = seg[a0 - sy0:a1 - sy0, b0 - sx0:b1 - sx0]
+        try:
+            for ty in range(y0 // self.seg_h, (y1 - 1) // self.seg_h + 1):
+                for tx in range(x0 // self.seg_w, (x1 - 1) // self.seg_w + 1):
+                    seg = self._segment(ty * self.segs_across + tx)
+                    sy0, sx0 = ty * self.seg_h, tx * self.seg_w
+                    a0, a1 = max(y0, sy0), min(y1, sy0 + self.seg_h)
+                    b0, b1 = max(x0, sx0), min(x1, sx0 + self.seg_w)
+                    out[a0 - r0:a1 - r0, b0 - c0:b1 - c0] = seg[a0 - sy0:a1 - sy0, b0 - sx0:b1 - sx0]
+        except Exception as e:
+            _raise_naming(self.owner.path, e, "corrupt or unreadable TIFF")
         return out
 
 
@@ -239,7 +314,13 @@ class TiledImage:
 
     Raises ``FileNotFoundError`` for a missing file, ``ValueError`` for a corrupt/truncated/unreadable file and for
     images over ``max_pixels`` (a decompression-bomb guard; pass a larger ``max_pixels`` to open bigger images).
+    A corrupt file gives a ``ValueError`` naming the file whatever fails inside (tifffile, the codecs, numpy), both
+    when opening and when reading (:meth:`read_region`, :meth:`proxy`, :meth:`read_level`); the level geometry
+    (image and tile sizes, segment counts, samples per pixel) is checked when opening.
     Striped (untiled) TIFFs and non-TIFF images (PNG, JPEG, ... via Pillow) work but emit a warning: they are slow.
+
+    Thread-safe: one instance can serve concurrent :meth:`read_region` calls (e.g. from a ``tf.data`` map with
+    parallel calls); the tile cache (LRU of ``cache_tiles`` segments) is shared, tiles are decoded in parallel.
     """
 
     def __init__(self, path, max_pixels: Optional[float] = DEFAULT_MAX_PIXELS, cache_tiles: int = 64):
@@ -274,38 +355,55 @@ class TiledImage:
             raise _NotTiff()
         try:
             self._tif = tifffile.TiffFile(self.path)
-            page0 = self._tif.pages.first
-            pages = [page0] + list(page0.pages or [])
-        except Exception as e:
-            if self._tif is not None:
-                self._tif.close()
-            raise ValueError(f"{self.path}: corrupt or unreadable TIFF ({type(e).__name__}: {e}).") from e
-        # Also accept pyramids stored as a series (e.g. OME), when no SubIFDs.
-        if len(pages) == 1:
+            # Reentrant lock on the shared file handle: _Level._segment seeks + reads under it, and so do
+            # tifffile's own delayed tag reads, so concurrent read_region calls never interleave seek and read.
+            self._tif.filehandle.lock = True
+            self._levels = self._tiff_levels()
+        except Exception as e:  # corrupt files make tifffile raise anything (struct.error, IndexError, ...)
+            self.close()
+            _raise_naming(self.path, e, "corrupt or unreadable TIFF")
+
+    def _tiff_levels(self) -> list:
+        """Validated :class:`_Level` list of the open TIFF, full resolution first."""
+        page0 = self._tif.pages.first
+        pages = [page0] + list(page0.pages or [])
+        # Also accept pyramids stored as a series of top-level pages (e.g. SVS), when no SubIFDs. len() first: it
+        # walks the IFD chain with tifffile's circular-reference check, without which ``series`` loops forever on
+        # a (corrupt) IFD that points to itself.
+        if len(pages) == 1 and len(self._tif.pages) > 1:
             try:
                 levels = self._tif.series[0].levels
                 if len(levels) > 1:
                     pages = [lv.keyframe for lv in levels]
             except Exception:
                 pass
-        self._check_pixels(int(page0.imagelength), int(page0.imagewidth))
+        self._check_pixels(_tag_int(self.path, page0, "imagelength"), _tag_int(self.path, page0, "imagewidth"))
         size = os.path.getsize(self.path)
         for p in pages:
             if p.planarconfig != 1 and p.samplesperpixel > 1 or int(p.imagedepth) > 1:
-                self.close()
                 raise ValueError(f"{self.path}: planar-separate or volumetric TIFFs are not supported; "
                                  "rewrite with write_tiled_tiff.")
-            ends = np.asarray(p.dataoffsets, np.int64) + np.asarray(p.databytecounts, np.int64)
+            offsets = np.asarray(p.dataoffsets, np.int64)
+            counts = np.asarray(p.databytecounts, np.int64)
+            if offsets.shape != counts.shape:
+                raise ValueError(f"{self.path}: corrupt TIFF: {offsets.size} segment offsets but {counts.size} "
+                                 "byte counts.")
+            ends = offsets + counts
             if len(ends) and ends.max() > size:
-                self.close()
                 raise ValueError(f"{self.path}: truncated TIFF (data runs to byte {int(ends.max())}, "
                                  f"file has {size}).")
+        levels = [_Level(self, page=p) for p in pages]
+        levels.sort(key=lambda lv: -lv.width)
+        for lv in levels[1:]:
+            if lv.channels != levels[0].channels:
+                raise ValueError(f"{self.path}: corrupt TIFF pyramid: the {lv.height} x {lv.width} level has "
+                                 f"{lv.channels} samples per pixel, the {levels[0].height} x {levels[0].width} "
+                                 f"level {levels[0].channels}.")
         if not page0.is_tiled:
             warnings.warn(f"{self.path} is a striped (untiled) TIFF: region reads decode whole rows and are slow "
                           "for large images. Rewrite it with saccade_zoo.data.tiled_tiff.write_tiled_tiff.",
-                          stacklevel=3)
-        self._levels = [_Level(self, page=p) for p in pages]
-        self._levels.sort(key=lambda lv: -lv.width)
+                          stacklevel=4)
+        return levels
 
     def _open_pillow(self):
         try:
@@ -319,17 +417,17 @@ class TiledImage:
                 old = Image.MAX_IMAGE_PIXELS
                 Image.MAX_IMAGE_PIXELS = None
                 try:
-                    mode = "L" if im.mode in ("1", "L", "P") and im.mode != "P" else ("RGBA" if "A" in im.mode else "RGB")
+                    mode = "L" if im.mode in ("1", "L") else ("RGBA" if "A" in im.mode else "RGB")
                     if im.mode in ("I;16", "I;16B", "I"):
                         arr = np.asarray(im)
                     else:
                         arr = np.asarray(im.convert(mode))
                 finally:
                     Image.MAX_IMAGE_PIXELS = old
-        except ValueError:
-            raise
+            if arr.ndim not in (2, 3) or arr.shape[0] < 1 or arr.shape[1] < 1:
+                raise ValueError(f"{self.path}: unexpected decoded image shape {arr.shape}.")
         except Exception as e:
-            raise ValueError(f"{self.path}: corrupt or unsupported image ({type(e).__name__}: {e}).") from e
+            _raise_naming(self.path, e, "corrupt or unsupported image")
         warnings.warn(f"{self.path} is not a tiled TIFF: the whole image was decoded into memory. "
                       "Convert it with saccade_zoo.data.tiled_tiff.write_tiled_tiff for fast region reads.",
                       stacklevel=3)
@@ -349,10 +447,12 @@ class TiledImage:
         return self._levels[0].page is not None and bool(self._levels[0].page.is_tiled)
 
     def close(self):
-        if self._tif is not None:
-            self._tif.close()
-            self._tif = None
-        self._cache.clear()
+        with self._lock:
+            tif, self._tif = self._tif, None
+            self._cache.clear()
+        if tif is not None:
+            with tif.filehandle.lock:  # not under a concurrent read's seek + read
+                tif.close()
 
     def __enter__(self):
         return self
