@@ -1,32 +1,44 @@
-"""Layer tests in the spirit of keras-hub's run_layer_test: config round trip, build, eager call, one fit step,
-plus the behaviour each layer promises."""
+"""Layer tests: every layer goes through `tests.helpers.run_layer_test` (keras-hub's run_layer_test: serialization,
+build, symbolic and eager calls, compute_output_shape, weight counts, one fit step, mixed-precision policies), plus the
+behaviour each layer promises."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import keras
 from saccade_zoo.layers import AttentionNetwork, BagNetBlock, EngineeredPolicy, GlimpseReadout, SaccaderCell
+from saccade_zoo.layers.ops import MASK_MARGIN, argmax_last, mask_visited, one_hot
 from saccade_zoo.layers.policies import center_order
-from saccade_zoo.layers.saccader_cell import MASK_MARGIN
-from tests.helpers import config_round_trip, one_fit_step_changes_weights
+from tests.helpers import run_layer_test
 
 
 # ----------------------------------------------------------------------------------------------- BagNetBlock
+def bagnet_block_params(in_channels, kernel_size, projection, filters=16, expansion=4):
+    out = filters * expansion
+    bn = 4 * filters + 4 * filters + 4 * out  # gamma, beta, moving mean, moving variance
+    convs = in_channels * filters + kernel_size * kernel_size * filters * filters + filters * out
+    return convs + bn + ((in_channels * out + 4 * out) if projection else 0)
+
+
 @pytest.mark.parametrize(
     "kernel_size,strides,in_channels,projection,expected_hw",
     [(3, 2, 16, True, 7), (3, 1, 64, False, 13), (1, 2, 16, True, 8), (1, 1, 64, False, 15)],
 )
-def test_bagnet_block_shapes_and_fit(kernel_size, strides, in_channels, projection, expected_hw):
-    block = BagNetBlock(16, kernel_size=kernel_size, strides=strides, projection_shortcut=projection)
-    clone = config_round_trip(block)
-    out = block(np.random.rand(2, 15, 15, in_channels).astype("float32"))
-    assert tuple(out.shape) == (2, expected_hw, expected_hw, 64)
-    assert block.compute_output_shape((2, 15, 15, in_channels)) == tuple(out.shape)
-    clone.build((None, 15, 15, in_channels))
-    assert len(clone.weights) == len(block.weights)
-    # The zero-initialised last gamma means conv1/conv2/conv3 get no gradient at step 0; the other weights do.
-    moved = one_fit_step_changes_weights(block, (15, 15, in_channels))
-    assert any(moved)
+def test_bagnet_block_layer(kernel_size, strides, in_channels, projection, expected_hw):
+    result = run_layer_test(
+        BagNetBlock,
+        dict(filters=16, kernel_size=kernel_size, strides=strides, projection_shortcut=projection),
+        np.random.rand(2, 15, 15, in_channels).astype("float32"),
+        expected_output_shape=(2, expected_hw, expected_hw, 64),
+        expected_num_trainable_weights=12 if projection else 9,
+        expected_num_non_trainable_weights=8 if projection else 6,
+        expected_num_params=bagnet_block_params(in_channels, kernel_size, projection),
+        moved_weights="any",
+    )
+    # The zero-initialised last gamma means conv1/conv2/bn1/conv2/bn2/conv3 get no gradient at step 0; bn3 and the
+    # projection shortcut do.
+    moved = {w.path.split("/", 1)[1]: m for w, m in zip(result["layer"].trainable_weights, result["moved"])}
+    assert moved == {path: path.startswith(("bn3/", "shortcut_")) for path in moved}, moved
 
 
 def test_bagnet_block_starts_as_cropped_identity():
@@ -45,9 +57,22 @@ def test_bagnet_block_rejects_identity_shortcut_that_cannot_fit():
 
 
 # ------------------------------------------------------------------------------------------ AttentionNetwork
-def test_attention_network_shape_config_fit_and_receptive_field():
+def test_attention_network_layer():
+    # Four convs (1x1 4->8, 3x3 8->8, 1x1 8->8, 3x3 8->8, no bias) and four BatchNorms of 8 channels.
+    run_layer_test(
+        AttentionNetwork,
+        dict(filters=(8, 8)),
+        np.random.rand(2, 7, 7, 4).astype("float32"),
+        expected_output_shape=(2, 7, 7, 8),
+        expected_num_trainable_weights=12,
+        expected_num_non_trainable_weights=8,
+        expected_num_params=4 * 8 + 9 * 8 * 8 + 8 * 8 + 9 * 8 * 8 + 4 * 4 * 8,
+    )
+
+
+def test_attention_network_shape_and_receptive_field():
     net = AttentionNetwork((32, 16))
-    config_round_trip(net)
+    assert AttentionNetwork.from_config(net.get_config()).get_config() == net.get_config()
     x = tf.constant(np.random.rand(1, 13, 13, 24).astype("float32"))
     with tf.GradientTape() as tape:
         tape.watch(x)
@@ -58,7 +83,6 @@ def test_attention_network_shape_config_fit_and_receptive_field():
     rows = np.nonzero(grad.sum(axis=1))[0]
     # Two 3x3 convs with dilation 2 reach 2 * 2 cells on each side.
     assert rows.min() == 2 and rows.max() == 10
-    assert all(one_fit_step_changes_weights(AttentionNetwork((8, 8)), (7, 7, 4)))
 
 
 # ----------------------------------------------------------------------------------------------- SaccaderCell
@@ -85,6 +109,21 @@ def reference_cell(features, a, steps):
     return np.stack(locations, 1), np.stack(all_logits, 1)
 
 
+def test_saccader_cell_layer():
+    result = run_layer_test(
+        SaccaderCell,
+        dict(num_glimpses=7, seed=1),
+        np.random.randn(3, 5, 4, 8).astype("float32"),
+        expected_output_shape={"locations": (3, 7), "location_logits": (3, 7, 20)},
+        expected_num_trainable_weights=1,
+        expected_num_non_trainable_variables=1,  # the sampling SeedGenerator's state
+        expected_num_params=8,
+    )
+    assert [w.name for w in result["layer"].trainable_weights] == ["attention_vector"]
+    assert result["layer"].compute_output_shape((None, None, 4, 8), num_glimpses=3) == {
+        "locations": (None, 3), "location_logits": (None, 3, None)}
+
+
 def test_saccader_cell_matches_paper_equations():
     features = np.random.randn(3, 5, 4, 8).astype("float32")
     cell = SaccaderCell(num_glimpses=7)
@@ -101,7 +140,7 @@ def test_saccader_cell_matches_paper_equations():
 
     np.testing.assert_allclose(softmax(logits.astype("float64")), softmax(ref_logits), rtol=0, atol=1e-6)
     assert logits.shape == (3, 7, 20)
-    assert config_round_trip(cell).num_glimpses == 7
+    assert SaccaderCell.from_config(cell.get_config()).num_glimpses == 7
     assert [w.name for w in cell.trainable_weights] == ["attention_vector"]
 
 
@@ -138,15 +177,27 @@ def test_saccader_cell_forced_locations_and_limits():
 def test_glimpse_readout_gathers_and_boxes():
     logits_map = np.random.randn(2, 3, 4, 5).astype("float32")
     locations = np.array([[0, 11, 6], [3, 4, 5]], "int32")
-    readout = GlimpseReadout(stride=8, receptive_field=77)
-    config_round_trip(readout)
-    out = readout(logits_map, locations)
+    result = run_layer_test(
+        GlimpseReadout,
+        dict(stride=8, receptive_field=77),
+        {"logits_map": logits_map, "locations": locations},
+        expected_output_shape={"logits": (2, 5), "step_logits": (2, 3, 5), "locations": (2, 3, 2), "boxes": (2, 3, 4)},
+        float32_outputs=("boxes",),  # pixel coordinates: float32 under every policy
+    )
+    out = result["outputs"]
     flat = logits_map.reshape(2, 12, 5)
     expected = np.stack([flat[b, locations[b]] for b in range(2)])
     np.testing.assert_allclose(out["step_logits"], expected, rtol=1e-6)
     np.testing.assert_allclose(out["logits"], expected.mean(axis=1), rtol=1e-6)
     np.testing.assert_array_equal(out["locations"][0], [[0, 0], [2, 3], [1, 2]])
     np.testing.assert_array_equal(out["boxes"][0, 1], [16, 24, 93, 101])
+    # Under mixed precision the gather is exact on the rounded map; the boxes stay float32.
+    mixed = GlimpseReadout(stride=8, receptive_field=77, dtype="mixed_bfloat16")(logits_map, locations)
+    rounded = keras.ops.convert_to_numpy(keras.ops.cast(keras.ops.cast(logits_map, "bfloat16"), "float32"))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(keras.ops.cast(mixed["step_logits"], "float32")),
+        np.stack([rounded.reshape(2, 12, 5)[b, locations[b]] for b in range(2)]))
+    np.testing.assert_array_equal(mixed["boxes"], out["boxes"])
 
 
 # -------------------------------------------------------------------------------------------- EngineeredPolicy
@@ -172,11 +223,28 @@ def numpy_sobel_stat(image, field, stride, variance):
     return out
 
 
+@pytest.mark.parametrize("policy", ["random", "center", "ordered_logits", "sobel_mean", "sobel_var"])
+def test_engineered_policy_layer(policy):
+    images = np.random.rand(2, 41, 41, 1).astype("float32")
+    logits_map = np.random.randn(2, 4, 4, 5).astype("float32")
+    result = run_layer_test(
+        EngineeredPolicy,
+        dict(policy=policy, num_glimpses=4, stride=8, receptive_field=17, seed=2),
+        {"logits_map": logits_map, "images": images},
+        expected_output_shape=(2, 4),
+        expected_num_non_trainable_variables=1 if policy == "random" else 0,  # the SeedGenerator's state
+    )
+    assert keras.backend.standardize_dtype(result["outputs"].dtype) == "int32"
+    if policy != "random":  # deterministic: the same cells under every dtype policy (scored in float32)
+        for dtype in ("mixed_float16", "mixed_bfloat16"):
+            layer = EngineeredPolicy(policy, num_glimpses=4, stride=8, receptive_field=17, dtype=dtype)
+            np.testing.assert_array_equal(layer(logits_map, images), result["outputs"])
+
+
 @pytest.mark.parametrize("policy", ["sobel_mean", "sobel_var"])
 def test_sobel_policies_match_numpy(policy):
     images = np.random.rand(2, 41, 41, 1).astype("float32")
     layer = EngineeredPolicy(policy, num_glimpses=4, stride=8, receptive_field=17)
-    config_round_trip(layer)
     stat = layer.sobel_map(images, 4, 4).numpy()
     for b in range(2):
         expected = numpy_sobel_stat(images[b], 17, 8, policy == "sobel_var")[:4, :4]
@@ -216,3 +284,63 @@ def test_saccader_cell_mask_beats_the_largest_gumbel_noise():
     locations = cell(features, sampling_noise=noise, training=True)["locations"].numpy()
     for row in locations:
         assert len(set(row.tolist())) == 5, row
+
+
+def test_saccader_cell_mask_holds_under_mixed_bfloat16_at_large_scores():
+    """bfloat16 rounds scores near 5000 to steps of 32, the size of the mask margin: the cell masks and chooses in
+    float32, so visited cells still lose against the largest Gumbel noise."""
+    features = 5000.0 + 0.01 * np.random.randn(2, 3, 3, 4).astype("float32")
+    cell = SaccaderCell(num_glimpses=5, dtype="mixed_bfloat16")
+    trajectory = cell(features)["locations"].numpy()
+    low, high = -np.log(-np.log(1e-7)), -np.log(-np.log(1.0 - 1e-7))
+    noise = np.full((2, 5, 9), low, "float32")
+    for b in range(2):
+        for t in range(1, 5):
+            noise[b, t, trajectory[b, :t]] = high
+    out = cell(features, sampling_noise=noise, training=True)
+    assert keras.backend.standardize_dtype(out["location_logits"].dtype) == "bfloat16"
+    for row in out["locations"].numpy():
+        assert len(set(row.tolist())) == 5, row
+
+
+@pytest.mark.parametrize("dtype", ["mixed_float16", "mixed_bfloat16"])
+def test_saccader_cell_under_mixed_precision(dtype):
+    features = np.random.randn(4, 3, 3, 6).astype("float32")
+    cell = SaccaderCell(num_glimpses=9, seed=3, dtype=dtype)
+    for training in (True, False):
+        out = cell(features, training=training)
+        assert keras.backend.standardize_dtype(out["location_logits"].dtype) == cell.compute_dtype
+        assert np.all(np.isfinite(keras.ops.convert_to_numpy(keras.ops.cast(out["location_logits"], "float32"))))
+        for trajectory in out["locations"].numpy():  # never revisits
+            assert sorted(trajectory.tolist()) == list(range(9))
+    forced = np.array([[5, 0, 8]] * 4, "int32")
+    logits = keras.ops.convert_to_numpy(
+        keras.ops.cast(cell(features, forced_locations=forced, num_glimpses=3)["location_logits"], "float32"))
+    # The margin is exact in float32; the output is rounded to the compute dtype afterwards.
+    step = float(np.finfo(np.float16).eps) * 64 if dtype == "mixed_float16" else 2.0 ** -8 * 64
+    assert np.all(logits[:, 2, [5, 0]].max(axis=1) <= np.delete(logits[:, 2], [5, 0], axis=1).min(axis=1)
+                  - MASK_MARGIN + step)
+
+
+# ---------------------------------------------------------------------------------------- shared tensor helpers
+def test_one_hot_and_argmax_last_match_keras():
+    indices = np.random.randint(0, 7, size=(3, 4)).astype("int32")
+    np.testing.assert_array_equal(one_hot(indices, 7), keras.ops.one_hot(indices, 7))
+    assert keras.backend.standardize_dtype(one_hot(indices, 7, dtype="bfloat16").dtype) == "bfloat16"
+    assert keras.backend.standardize_dtype(one_hot(indices, 7, dtype="bool").dtype) == "bool"
+    x = np.random.randn(3, 4, 9).astype("float32")
+    for dtype in ("float32", "float16", "bfloat16"):
+        got = argmax_last(keras.ops.cast(x, dtype))
+        assert keras.backend.standardize_dtype(got.dtype) == "int32"
+    np.testing.assert_array_equal(argmax_last(x), x.argmax(axis=-1))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_mask_visited_in_every_float_dtype(dtype):
+    scores = np.array([[3.0, -1.5, 2.0, 0.25], [10.0, 20.0, -30.0, 5.0]], "float32")
+    visited = np.array([[True, False, False, True], [False, True, False, False]])
+    masked = keras.ops.convert_to_numpy(keras.ops.cast(mask_visited(keras.ops.cast(scores, dtype), visited), "float32"))
+    np.testing.assert_array_equal(masked[~visited], scores[~visited])  # these values are exact in every dtype
+    np.testing.assert_array_equal(masked[0, [0, 3]], [-1.5 - MASK_MARGIN] * 2)
+    np.testing.assert_array_equal(masked[1, 1], -30.0 - MASK_MARGIN)
+    assert np.all(np.isfinite(masked))

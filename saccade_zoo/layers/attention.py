@@ -18,6 +18,9 @@ class AttentionNetwork(keras.layers.Layer):
         filters: the two widths (first pair, second pair); (1024, 512) in the paper.
         dilation_rate: dilation of the 3x3 convs (2 in the paper).
         synchronized_bn: global-batch BatchNorm statistics under a distribution strategy.
+
+    Mixed precision: the convs and BatchNorms get this layer's dtype policy (compute dtype activations,
+    float32 variables).
     """
 
     def __init__(
@@ -52,10 +55,12 @@ class AttentionNetwork(keras.layers.Layer):
                     use_bias=False,
                     kernel_initializer=self.kernel_initializer,
                     name=f"conv{i + 1}",
+                    dtype=self.dtype_policy,
                 )
             )
             self.norms.append(
-                batch_norm(f"bn{i + 1}", momentum=bn_momentum, epsilon=bn_epsilon, synchronized=self.synchronized_bn)
+                batch_norm(f"bn{i + 1}", momentum=bn_momentum, epsilon=bn_epsilon, synchronized=self.synchronized_bn,
+                           dtype=self.dtype_policy)
             )
 
     def build(self, input_shape):

@@ -6,17 +6,20 @@ BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
 
-def batch_norm(name, gamma_zero=False, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=False):
+def batch_norm(name, gamma_zero=False, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=False, dtype=None):
     """The BatchNorm used everywhere in the zoo's BagNets: momentum 0.9, epsilon 1e-5 (reference values).
 
     ``synchronized=True`` computes batch statistics over the global batch under a tf.distribute strategy
-    (what makes N replicas train exactly like one device; costs an all-reduce per layer)."""
+    (what makes N replicas train exactly like one device; costs an all-reduce per layer). ``dtype``: the dtype
+    policy (None: the global one). Under a mixed policy Keras normalises in float32 and returns the compute
+    dtype, so epsilon 1e-5 is safe in float16."""
     return keras.layers.BatchNormalization(
         momentum=momentum,
         epsilon=epsilon,
         synchronized=synchronized,
         gamma_initializer="zeros" if gamma_zero else "ones",
         name=name,
+        dtype=dtype,
     )
 
 
@@ -43,6 +46,10 @@ class BagNetBlock(keras.layers.Layer):
             or the channel count changes). The owning backbone decides this, because it knows the input
             channels when it creates the block.
         synchronized_bn: global-batch BatchNorm statistics under a distribution strategy.
+
+    Mixed precision: every sub-layer gets this block's dtype policy, so under ``mixed_float16`` /
+    ``mixed_bfloat16`` the convs, the residual sum and the output are in the compute dtype and the variables
+    float32 (BatchNorm normalises in float32 internally).
     """
 
     def __init__(
@@ -72,7 +79,7 @@ class BagNetBlock(keras.layers.Layer):
         self.bn_epsilon = bn_epsilon
         self.synchronized_bn = bool(synchronized_bn)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        bn = dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=self.synchronized_bn)
+        bn = dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=self.synchronized_bn, dtype=self.dtype_policy)
 
         def conv(filters, size, strides, name):
             return keras.layers.Conv2D(
@@ -83,6 +90,7 @@ class BagNetBlock(keras.layers.Layer):
                 use_bias=False,
                 kernel_initializer=self.kernel_initializer,
                 name=name,
+                dtype=self.dtype_policy,
             )
 
         out = self.filters * self.expansion

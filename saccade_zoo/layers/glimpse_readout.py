@@ -2,7 +2,7 @@
 import keras
 from keras import ops
 
-from saccade_zoo.layers.saccader_cell import one_hot
+from saccade_zoo.layers.ops import one_hot
 
 
 @keras.saving.register_keras_serializable(package="saccade_zoo")
@@ -18,6 +18,11 @@ class GlimpseReadout(keras.layers.Layer):
         logits: (B, C) their mean over the T glimpses (the prediction, paper section 3.1).
         locations: (B, T, 2) int32 (row, col) on the feature grid.
         boxes: (B, T, 4) float32 pixel boxes (y0, x0, y1, x1), half-open: y1 = y0 + receptive_field.
+
+    Mixed precision: ``logits`` and ``step_logits`` come out in the layer's compute dtype (the gather is exact
+    in any float dtype); ``boxes`` are pixel coordinates and stay float32 under every policy (bfloat16 holds
+    integers exactly only up to 256). `Saccader` and `PolicyClassifier` build their readout with a float32
+    policy: it is their output head, so their class scores are float32 whatever the model's policy.
     """
 
     def __init__(self, stride, receptive_field, **kwargs):
@@ -45,14 +50,20 @@ class GlimpseReadout(keras.layers.Layer):
             "boxes": boxes,
         }
 
-    def compute_output_spec(self, logits_map, locations):
-        batch, steps, classes = logits_map.shape[0], locations.shape[1], logits_map.shape[3]
+    def compute_output_shape(self, logits_map_shape, locations_shape):
+        batch, steps, classes = logits_map_shape[0], locations_shape[1], logits_map_shape[3]
         return {
-            "logits": keras.KerasTensor((batch, classes), dtype=logits_map.dtype),
-            "step_logits": keras.KerasTensor((batch, steps, classes), dtype=logits_map.dtype),
-            "locations": keras.KerasTensor((batch, steps, 2), dtype="int32"),
-            "boxes": keras.KerasTensor((batch, steps, 4), dtype="float32"),
+            "logits": (batch, classes),
+            "step_logits": (batch, steps, classes),
+            "locations": (batch, steps, 2),
+            "boxes": (batch, steps, 4),
         }
+
+    def compute_output_spec(self, logits_map, locations):
+        shapes = self.compute_output_shape(logits_map.shape, locations.shape)
+        dtypes = {"logits": self.compute_dtype, "step_logits": self.compute_dtype, "locations": "int32",
+                  "boxes": "float32"}
+        return {k: keras.KerasTensor(shapes[k], dtype=dtypes[k]) for k in shapes}
 
     def get_config(self):
         config = super().get_config()

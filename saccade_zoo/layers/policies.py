@@ -4,7 +4,7 @@ import numpy as np
 import keras
 from keras import ops
 
-from saccade_zoo.layers.saccader_cell import argmax_last, one_hot
+from saccade_zoo.layers.ops import argmax_last, one_hot
 
 POLICIES = ("random", "center", "ordered_logits", "sobel_mean", "sobel_var")
 
@@ -33,9 +33,14 @@ class EngineeredPolicy(keras.layers.Layer):
       n = r*r) over each cell's r x r receptive field at the backbone's stride; top-T cells.
 
     Call args: ``logits_map`` (B, h, w, C) and ``images`` (B, H, W, channels).
+
+    Mixed precision: the output is int32 under every dtype policy. The layer does not autocast its inputs
+    (``autocast=False``: float32 images are not rounded to float16 / bfloat16 before the Sobel statistics) and
+    scores every policy in float32, so given the same inputs it picks the same cells under any policy.
     """
 
     def __init__(self, policy, num_glimpses, stride, receptive_field, seed=None, **kwargs):
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         if policy not in POLICIES:
             raise ValueError(f"Unknown policy {policy!r}; choose one of {', '.join(POLICIES)}.")
@@ -58,7 +63,7 @@ class EngineeredPolicy(keras.layers.Layer):
         if self.policy == "random":
             scores = keras.random.uniform((batch, cells), seed=self.seed_generator)
         elif self.policy == "ordered_logits":
-            flat = ops.reshape(logits_map, (-1, cells, logits_map.shape[-1]))
+            flat = ops.reshape(ops.cast(logits_map, "float32"), (-1, cells, logits_map.shape[-1]))
             predicted = argmax_last(ops.mean(flat, axis=1))
             selector = one_hot(predicted, logits_map.shape[-1], dtype=flat.dtype)
             scores = ops.einsum("bnc,bc->bn", flat, selector)
@@ -87,8 +92,11 @@ class EngineeredPolicy(keras.layers.Layer):
             stat = mean
         return stat[:, :h, :w, 0]
 
+    def compute_output_shape(self, logits_map_shape, images_shape):
+        return (logits_map_shape[0], self.num_glimpses)
+
     def compute_output_spec(self, logits_map, images):
-        return keras.KerasTensor((logits_map.shape[0], self.num_glimpses), dtype="int32")
+        return keras.KerasTensor(self.compute_output_shape(logits_map.shape, images.shape), dtype="int32")
 
     def get_config(self):
         config = super().get_config()

@@ -2,48 +2,9 @@
 import math
 
 import keras
-import tensorflow as tf
 from keras import ops
 
-# A visited cell's score is set to the lowest score of its row minus MASK_MARGIN (see `mask_visited`).
-MASK_MARGIN = 32.0
-
-
-def argmax_last(x):
-    """Argmax over the last axis as int32.
-
-    Written with `tf.math.argmax` on purpose: `keras.ops.argmax` on floats emits a BitwiseAnd that
-    TFLite's built-in op set lacks, while `tf.math.argmax` converts to the built-in ARG_MAX.
-    """
-    return tf.math.argmax(x, axis=-1, output_type=tf.int32)
-
-
-def one_hot(indices, depth, dtype="float32"):
-    """One-hot encoding written as ``cast(indices[..., None] == arange(depth))``.
-
-    Same values as `keras.ops.one_hot`, but TFLite's full-int8 quantizer mis-quantizes the ONE_HOT op's
-    off_value (the zeros come out as 0.5 after quantization), which corrupted the glimpse state and readout
-    of int8 exports; EQUAL + CAST quantize correctly.
-    """
-    positions = ops.arange(int(depth), dtype="int32")
-    return ops.cast(ops.equal(ops.expand_dims(ops.cast(indices, "int32"), -1), positions), dtype)
-
-
-def mask_visited(scores, visited):
-    """Scores (B, N) with the visited cells (bool (B, N)) pushed below every other cell.
-
-    The paper subtracts 10^5 C (Eqs. 1 and 3). Here a visited cell's score becomes ``min_n(scores) - 32``.
-    In float the two agree to within float32 rounding: in each softmax a masked cell gets weight <= e^-32
-    (~1e-14) instead of 0, and no argmax changes, Gumbel-max draws included (the Gumbel noise of
-    `saccade_zoo.training.sampling` spans less than 19, so a masked cell can never win).
-
-    Why deviate: an int8 tensor has one scale for all its values. A tensor holding -10^5 gets a step of about
-    800, so every unvisited cell rounds to the same value and a full-int8 TFLite export cannot tell free cells
-    apart from the second glimpse on (top-1 agreement with Keras fell to 0.36 on a trained model, 0 % identical
-    trajectories). The masked tensor here spans only 32 more than the scores themselves.
-    """
-    floor = ops.min(scores, axis=-1, keepdims=True) - MASK_MARGIN
-    return ops.where(visited, floor, scores)
+from saccade_zoo.layers.ops import argmax_last, mask_visited, one_hot
 
 
 @keras.saving.register_keras_serializable(package="saccade_zoo")
@@ -79,7 +40,13 @@ class SaccaderCell(keras.layers.Layer):
 
     Returns:
         dict with `locations` (B, T) int32 flat cell indices and `location_logits` (B, T, h*w), the
-        masked logits R of each step (log-softmax of them is the log-policy).
+        masked logits R of each step (log-softmax of them is the log-policy), in the layer's compute dtype.
+
+    Mixed precision: the layer follows its dtype policy (float32 attention vector, `location_logits` in the
+    compute dtype), but computes the scores, the masking, both softmaxes and the choice of location in float32,
+    so MASK_MARGIN stays exact and no argmax differs from float32 because of rounding of the masked scores.
+    Like every float input, `sampling_noise` is autocast to the compute dtype by Keras first. `Saccader` runs
+    its cell with a float32 policy (the log-policy feeds REINFORCE; the cell costs little next to the BagNet).
     """
 
     def __init__(self, num_glimpses=6, seed=None, attention_initializer="glorot_uniform", **kwargs):
@@ -113,18 +80,22 @@ class SaccaderCell(keras.layers.Layer):
                     f"forced_locations has {forced_locations.shape[1]} steps, fewer than the {steps} glimpses."
                 )
         flat = ops.reshape(features, (-1, cells, d))
-        spatial_scores = ops.einsum("bnd,d->bn", flat, self.attention_vector) / math.sqrt(d)
+        # The contractions over F run in the compute dtype; scores, masks, softmaxes and the location choice run
+        # in float32 (no-op casts under a float32 policy): the mask margin and the argmax stay exact under
+        # mixed_float16 / mixed_bfloat16, and softmax sums over up to h*w cells do not lose precision.
+        spatial_scores = ops.cast(ops.einsum("bnd,d->bn", flat, self.attention_vector) / math.sqrt(d), "float32")
         visited = ops.zeros_like(spatial_scores, dtype="bool")  # the state C
         locations, logits = [], []
         for t in range(steps):
             spatial = ops.softmax(mask_visited(spatial_scores, visited), axis=-1)  # Eq. 1
-            pooled = ops.einsum("bn,bnd->bd", spatial, flat)  # Eq. 2
-            channel = ops.softmax(pooled, axis=-1)
-            location_logits = mask_visited(ops.einsum("bnd,bd->bn", flat, channel), visited)  # Eq. 3
+            pooled = ops.einsum("bn,bnd->bd", ops.cast(spatial, flat.dtype), flat)  # Eq. 2
+            channel = ops.softmax(ops.cast(pooled, "float32"), axis=-1)
+            scores = ops.cast(ops.einsum("bnd,bd->bn", flat, ops.cast(channel, flat.dtype)), "float32")
+            location_logits = mask_visited(scores, visited)  # Eq. 3
             if forced_locations is not None:
                 location = ops.cast(forced_locations[:, t], "int32")
             elif sampling_noise is not None:
-                location = argmax_last(location_logits + sampling_noise[:, t])
+                location = argmax_last(location_logits + ops.cast(sampling_noise[:, t], "float32"))
             elif training:
                 location = keras.random.categorical(
                     location_logits, 1, seed=self.seed_generator, dtype="int32"
@@ -134,15 +105,24 @@ class SaccaderCell(keras.layers.Layer):
             visited = ops.logical_or(visited, one_hot(location, cells, dtype="bool"))
             locations.append(location)
             logits.append(location_logits)
-        return {"locations": ops.stack(locations, axis=1), "location_logits": ops.stack(logits, axis=1)}
+        return {
+            "locations": ops.stack(locations, axis=1),
+            "location_logits": ops.cast(ops.stack(logits, axis=1), self.compute_dtype),
+        }
+
+    def compute_output_shape(self, features_shape, forced_locations_shape=None, num_glimpses=None,
+                             sampling_noise_shape=None):
+        steps = self.num_glimpses if num_glimpses is None else int(num_glimpses)
+        batch, h, w = features_shape[0], features_shape[1], features_shape[2]
+        cells = None if h is None or w is None else h * w
+        return {"locations": (batch, steps), "location_logits": (batch, steps, cells)}
 
     def compute_output_spec(self, features, forced_locations=None, num_glimpses=None, sampling_noise=None,
                             training=None):
-        steps = self.num_glimpses if num_glimpses is None else int(num_glimpses)
-        batch, h, w = features.shape[0], features.shape[1], features.shape[2]
+        shapes = self.compute_output_shape(features.shape, num_glimpses=num_glimpses)
         return {
-            "locations": keras.KerasTensor((batch, steps), dtype="int32"),
-            "location_logits": keras.KerasTensor((batch, steps, h * w), dtype=features.dtype),
+            "locations": keras.KerasTensor(shapes["locations"], dtype="int32"),
+            "location_logits": keras.KerasTensor(shapes["location_logits"], dtype=self.compute_dtype),
         }
 
     def get_config(self):

@@ -44,6 +44,12 @@ class BagNet(StagedTrainingMixin, ZooModel):
 
     Outputs (dict): ``logits`` (B, C), ``logits_map`` (B, h, w, C), ``features`` (B, h, w, 2048 for
     expansion 4 and planes[-1] = 512), ``what`` (B, h, w, lowd_dim).
+
+    Mixed precision: ``dtype`` (e.g. "mixed_bfloat16", "mixed_float16"; default: the global policy) goes to
+    every layer, so the BagNet computes in the compute dtype with float32 variables; ``logits_map``,
+    ``features`` and ``what`` are in the compute dtype. ``logits`` is float32 under every policy: its spatial
+    mean is a float32 layer, the model's output head (Keras' advice for the last layer of a mixed-precision
+    model). The dtype policy is part of the config, so a saved model reloads with it.
     """
 
     def __init__(
@@ -78,12 +84,13 @@ class BagNet(StagedTrainingMixin, ZooModel):
                 f"image_shape {image_shape} is smaller than one receptive field ({field} px) of this BagNet."
             )
 
-        bn = dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=synchronized_bn)
+        dtype = kwargs.get("dtype")  # the dtype policy of every layer (None: the global policy)
+        bn = dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=synchronized_bn, dtype=dtype)
         images = keras.Input(image_shape, name="images")
         x = keras.layers.Conv2D(stem_filters, 3, padding="valid", use_bias=False, kernel_initializer="he_normal",
-                                name="stem_conv")(images)
+                                name="stem_conv", dtype=dtype)(images)
         x = batch_norm("stem_bn", **bn)(x)
-        x = keras.layers.ReLU(name="stem_relu")(x)
+        x = keras.layers.ReLU(name="stem_relu", dtype=dtype)(x)
         channels = stem_filters
         for g, (n_blocks, width, n3, group_stride) in enumerate(zip(blocks, planes, kernel3, strides)):
             for b in range(n_blocks):
@@ -98,20 +105,25 @@ class BagNet(StagedTrainingMixin, ZooModel):
                     bn_epsilon=bn_epsilon,
                     synchronized_bn=synchronized_bn,
                     name=f"group{g + 1}_block{b + 1}",
+                    dtype=dtype,
                 )(x)
                 channels = width * expansion
         features = x
         if lowd_dim:
             what = keras.layers.Conv2D(lowd_dim, 1, use_bias=False, kernel_initializer="he_normal",
-                                       name="lowd_conv")(features)
+                                       name="lowd_conv", dtype=dtype)(features)
             what = batch_norm("lowd_bn", **bn)(what)
-            what = keras.layers.ReLU(name="lowd_relu")(what)
+            what = keras.layers.ReLU(name="lowd_relu", dtype=dtype)(what)
         else:
             what = features
-        logits_map = keras.layers.Conv2D(num_classes, 1, use_bias=True, name="logits_conv")(what)
-        logits = keras.layers.GlobalAveragePooling2D(name="spatial_mean")(logits_map)
+        logits_map = keras.layers.Conv2D(num_classes, 1, use_bias=True, name="logits_conv", dtype=dtype)(what)
+        # The output head: the image logits are float32 under every policy (the spatial mean upcasts first), as
+        # Keras recommends for a model's last layer under mixed precision; the loss sees float32 logits.
+        logits = keras.layers.GlobalAveragePooling2D(name="spatial_mean", dtype="float32")(logits_map)
         outputs = {"logits": logits, "logits_map": logits_map, "features": features, "what": what}
         super().__init__(inputs=images, outputs=outputs, name=name, **kwargs)
+        if dtype is not None:  # keras.Model's functional __init__ drops `dtype` (keras-hub's Backbone does this too)
+            self.dtype_policy = keras.dtype_policies.get(dtype)
 
         self.num_classes = int(num_classes)
         self.blocks, self.planes, self.kernel3, self.strides = blocks, planes, kernel3, strides
@@ -134,6 +146,7 @@ class BagNet(StagedTrainingMixin, ZooModel):
             "bn_momentum": self.bn_momentum,
             "bn_epsilon": self.bn_epsilon,
             "synchronized_bn": self.synchronized_bn,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
 
     def _stage_variables(self, stage):
