@@ -33,9 +33,13 @@ flags.DEFINE_list("learning_rate", ["0.1", "0.1", "0.01"], "Peak learning rate p
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "SGD with Nesterov momentum 0.9 (paper) or Adam.")
 flags.DEFINE_float("warmup_epochs", 0.5, "Linear warm-up before the cosine decay, in epochs.")
 flags.DEFINE_integer("batch_size", 32, "Global batch size.")
+flags.DEFINE_float("clipnorm", None, "Clip the global gradient norm (off by default, as in the paper).")
 flags.DEFINE_float("weight_decay", 1e-4, "lambda of the (lambda/2) * sum(w^2) penalty.")
 flags.DEFINE_integer("glimpses", 6, "T of the policy-gradient step (the paper: 6).")
 flags.DEFINE_integer("location_glimpses", 12, "T of location pretraining (the paper: 12).")
+flags.DEFINE_enum("location_objective", "mean", ["mean", "sum"],
+                  "Location pretraining minimises Eq. 5 / T (mean, default: one learning rate for every T) or Eq. 5 "
+                  "as written (sum: T times larger steps).")
 flags.DEFINE_integer("trajectories", 2, "Sampled trajectories per image in the policy step (the paper: 2).")
 flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the data and the sampling.")
 flags.DEFINE_string("output_dir", "runs/quickstart", "Where checkpoints, logs, the model and pictures go.")
@@ -55,6 +59,23 @@ def per_step(values, steps, name, cast):
     if len(values) != len(steps):
         raise app.UsageError(f"--{name} needs one value or one per step ({len(steps)}), got {values}.")
     return [cast(v) for v in values]
+
+
+def chance_warning(results, num_classes, glimpses):
+    """A warning when the trained model is near chance: top-1 below max(2 x chance, chance + 5 points) with the
+    trained number of glimpses (learned policy) or on the full image (a model without one)."""
+    chance = 1.0 / num_classes
+    floor = max(2 * chance, chance + 0.05)
+    learned = results["policies"].get("learned")
+    if learned is not None:
+        accuracy, what = learned["accuracy"][min(glimpses, len(learned["accuracy"])) - 1], f"{glimpses} glimpses"
+    else:
+        accuracy, what = results["full_image"], "the full image"
+    if accuracy < floor:
+        return (f"the trained model is near chance: top-1 {accuracy:.1%} with {what} (chance {chance:.1%}, "
+                f"{num_classes} classes). Check the training curves (tensorboard/, <step>/history.json); a stage "
+                "may need a lower learning rate or more epochs.")
+    return None
 
 
 def make_data(split, num_examples, seed):
@@ -77,6 +98,7 @@ def main(argv):
     from saccade_zoo.data.sample import FASHION_MNIST_CLASSES
     from saccade_zoo.evaluation import (evaluate_policies, format_accuracy_table, plot_accuracy_vs_glimpses,
                                         plot_glimpses)
+    from saccade_zoo.training.guard import TrainingDiverged
     from saccade_zoo.training.runner import save_atomically, train_stage
     from saccade_zoo.training.staged import STAGES
 
@@ -98,13 +120,21 @@ def main(argv):
         raise app.UsageError(f"Preset {FLAGS.preset} takes {model.image_shape} images, the data is "
                              f"{train['images'].shape[1:]}: pick a matching --preset or --canvas_size.")
     options = dict(weight_decay=FLAGS.weight_decay, location_glimpses=FLAGS.location_glimpses,
-                   num_glimpses=FLAGS.glimpses, num_trajectories=FLAGS.trajectories, sampling_seed=FLAGS.seed)
+                   num_glimpses=FLAGS.glimpses, num_trajectories=FLAGS.trajectories, sampling_seed=FLAGS.seed,
+                   location_objective=FLAGS.location_objective)
     validation = (test["images"][:FLAGS.validation_examples], test["labels"][:FLAGS.validation_examples])
     for stage, n_epochs, rate in zip(FLAGS.steps, epochs, rates):
         print(f"\n=== step {STAGES.index(stage) + 1}: {stage} ({n_epochs} epochs, lr {rate}) ===")
-        model = train_stage(model, stage, (train["images"], train["labels"]), FLAGS.output_dir, n_epochs,
-                            FLAGS.batch_size, FLAGS.optimizer, rate, FLAGS.warmup_epochs, FLAGS.seed,
-                            FLAGS.checkpoint_every, validation, FLAGS.verbose, options)
+        try:
+            model = train_stage(model, stage, (train["images"], train["labels"]), FLAGS.output_dir, n_epochs,
+                                FLAGS.batch_size, FLAGS.optimizer, rate, FLAGS.warmup_epochs, FLAGS.seed,
+                                FLAGS.checkpoint_every, validation, FLAGS.verbose, options, clipnorm=FLAGS.clipnorm)
+        except TrainingDiverged as error:
+            position = FLAGS.steps.index(stage)
+            print(f"\nERROR: {error}\nTo retry: the same command with --learning_rate="
+                  f"{','.join(str(r if i != position else round(r / 3, 6)) for i, r in enumerate(rates))}",
+                  file=sys.stderr)
+            return 3
     save_atomically(model, os.path.join(FLAGS.output_dir, "model.keras"))
     train_seconds = time.time() - started
 
@@ -114,9 +144,12 @@ def main(argv):
     results.update(preset=FLAGS.preset, steps=FLAGS.steps, epochs=epochs, seed=FLAGS.seed, data=FLAGS.data,
                    train_examples=len(train["images"]), test_examples=len(test["images"]),
                    train_seconds=round(train_seconds, 1))
+    names = list(results["policies"])
+    warning = chance_warning(results, model.num_classes, FLAGS.glimpses)
+    if warning:
+        results["warning"] = warning
     with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    names = list(results["policies"])
     print(f"\nTest top-1 vs number of glimpses ({len(test['images'])} images; trained with {FLAGS.glimpses}):")
     print(format_accuracy_table(results))
     plot_accuracy_vs_glimpses({n: results["policies"][n]["accuracy"] for n in names},
@@ -130,6 +163,8 @@ def main(argv):
                   class_names=class_names, title="Saccader glimpses (1 = first)")
     print(f"\nWrote {FLAGS.output_dir}/model.keras, results.json, accuracy_vs_glimpses.png, glimpses.png "
           f"(training took {train_seconds / 60:.1f} min)")
+    if warning:
+        print(f"\nWARNING: {warning}", file=sys.stderr)
 
 
 if __name__ == "__main__":

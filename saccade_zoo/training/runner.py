@@ -14,6 +14,7 @@ import numpy as np
 import keras
 import tensorflow as tf
 
+from saccade_zoo.training.guard import DivergenceGuard
 from saccade_zoo.training.staged import STAGES
 
 
@@ -72,8 +73,10 @@ class _StopAtEpochEnd(keras.callbacks.Callback):
         self.model.stop_training = True
 
 
-def make_optimizer(name="sgd", learning_rate=0.1, total_steps=1000, warmup_steps=0, momentum=0.9):
-    """SGD with Nesterov momentum (the paper) or Adam, with cosine decay to 0 after a linear warm-up."""
+def make_optimizer(name="sgd", learning_rate=0.1, total_steps=1000, warmup_steps=0, momentum=0.9, clipnorm=None):
+    """SGD with Nesterov momentum (the paper) or Adam, with cosine decay to 0 after a linear warm-up; ``clipnorm``
+    clips the global gradient norm (off by default, as in the paper)."""
+    clip = {} if not clipnorm else {"global_clipnorm": float(clipnorm)}
     decay_steps = max(int(total_steps) - int(warmup_steps), 1)
     if warmup_steps > 0:
         schedule = keras.optimizers.schedules.CosineDecay(0.0, decay_steps, warmup_target=learning_rate,
@@ -81,14 +84,15 @@ def make_optimizer(name="sgd", learning_rate=0.1, total_steps=1000, warmup_steps
     else:
         schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
     if name == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=momentum, nesterov=True)
+        return keras.optimizers.SGD(schedule, momentum=momentum, nesterov=True, **clip)
     if name == "adam":
-        return keras.optimizers.Adam(schedule)
+        return keras.optimizers.Adam(schedule, **clip)
     raise ValueError(f"optimizer must be 'sgd' (Nesterov momentum, as in the paper) or 'adam', got {name!r}.")
 
 
 def train_stage(model, stage, train, out_dir, epochs, batch_size, optimizer="sgd", learning_rate=0.1,
-                warmup_epochs=0.0, seed=0, checkpoint_every=50, validation=None, verbose=1, compile_options=None):
+                warmup_epochs=0.0, seed=0, checkpoint_every=50, validation=None, verbose=1, compile_options=None,
+                clipnorm=None):
     """Run (or resume, or skip if finished) one training step of the paper; returns the trained model.
 
     Args:
@@ -96,10 +100,16 @@ def train_stage(model, stage, train, out_dir, epochs, batch_size, optimizer="sgd
         stage: "representation", "location" or "policy".
         train: (images float32 (N, H, W, C), labels int (N,)).
         out_dir: the run's folder; the stage writes ``<out_dir>/<stage>/`` (checkpoint.keras, final.keras,
-            history.json) and TensorBoard logs to ``<out_dir>/tensorboard/<stage>``.
+            history.json, settings.json, guard.json) and TensorBoard logs to ``<out_dir>/tensorboard/<stage>``.
         validation: optional (images, labels) evaluated after each epoch.
         verbose: Keras progress bars (0, 1, 2); resume/skip messages are always printed.
         compile_options: extra ``compile`` arguments (weight_decay, num_trajectories, ...).
+        clipnorm: optional global gradient-norm clipping.
+
+    A checkpoint is resumed only when the stage's settings (optimizer, rate, epochs, batch, ...) are those it was
+    written with; otherwise the stage restarts from ``model`` (so a rerun with a lower learning rate after a
+    divergence takes effect). Raises `saccade_zoo.training.guard.TrainingDiverged` when the loss or the weights
+    become non-finite or explode; the last good checkpoint stays, and no final model is written.
     """
     if stage not in STAGES:
         raise ValueError(f"Unknown stage {stage!r}; choose from {STAGES}.")
@@ -107,24 +117,45 @@ def train_stage(model, stage, train, out_dir, epochs, batch_size, optimizer="sgd
     os.makedirs(stage_dir, exist_ok=True)
     final_path = os.path.join(stage_dir, "final.keras")
     checkpoint_path = os.path.join(stage_dir, "checkpoint.keras")
+    guard_path = os.path.join(stage_dir, "guard.json")
+    settings_path = os.path.join(stage_dir, "settings.json")
     if os.path.exists(final_path):
         print(f"[{stage}] already trained: loading {final_path}")
         return keras.models.load_model(final_path)
     images, labels = train
     steps_per_epoch = len(images) // batch_size
     total = steps_per_epoch * epochs
+    settings = json.loads(json.dumps(dict(
+        optimizer=optimizer, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
+        warmup_epochs=warmup_epochs, seed=seed, examples=len(images), clipnorm=clipnorm,
+        compile_options=compile_options or {})))
+    if os.path.exists(checkpoint_path):
+        previous = _read_json(settings_path)
+        if previous != settings:
+            changed = sorted(k for k in set(settings) | set(previous) if settings.get(k) != previous.get(k))
+            print(f"[{stage}] settings changed since {checkpoint_path} ({', '.join(changed)}): restarting the stage")
+            for path in (checkpoint_path, guard_path, os.path.join(stage_dir, "history.json")):
+                if os.path.exists(path):
+                    os.replace(path, path + ".previous")
     if os.path.exists(checkpoint_path):
         model = keras.models.load_model(checkpoint_path)
         start = int(model.optimizer.iterations)
         print(f"[{stage}] resuming from {checkpoint_path} at step {start}/{total}")
     else:
-        opt = make_optimizer(optimizer, learning_rate, total, int(warmup_epochs * steps_per_epoch))
+        opt = make_optimizer(optimizer, learning_rate, total, int(warmup_epochs * steps_per_epoch), clipnorm=clipnorm)
         model.compile(opt, stage=stage, **(compile_options or {}))
         start = 0
-    callbacks = [StepCheckpoint(checkpoint_path, checkpoint_every),
+        with open(settings_path, "w") as f:
+            json.dump(settings, f, indent=1)
+    guard = DivergenceGuard(
+        stage, lambda: model._stage_variables(stage), checkpoint_path, state_path=guard_path,
+        hint=f"Try a lower learning rate for this stage (it was {learning_rate:g}, e.g. {learning_rate / 3:.2g}) "
+             f"or gradient clipping (clipnorm); the stage then restarts from its start.")
+    callbacks = [guard,  # first: a diverged batch raises before any checkpoint of it is written
+                 StepCheckpoint(checkpoint_path, checkpoint_every),
                  keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard", stage), update_freq="epoch"),
                  _StopAtEpochEnd()]
-    history = _load_history(stage_dir)
+    history = _read_json(os.path.join(stage_dir, "history.json"))
     stage_index = STAGES.index(stage)
     while start < total:
         epoch, offset = divmod(start, steps_per_epoch)
@@ -142,8 +173,7 @@ def train_stage(model, stage, train, out_dir, epochs, batch_size, optimizer="sgd
     return model
 
 
-def _load_history(stage_dir):
-    path = os.path.join(stage_dir, "history.json")
+def _read_json(path):
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)

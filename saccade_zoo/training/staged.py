@@ -9,7 +9,7 @@ batch (an all-reduce). With synchronized BatchNorm and keyed sampling, N replica
 import keras
 import tensorflow as tf
 
-from saccade_zoo.training.losses import l2_penalty
+from saccade_zoo.training.losses import l2_penalty, location_objective_scale
 
 STAGES = ("representation", "location", "policy")
 
@@ -60,7 +60,7 @@ class StagedTrainingMixin:
 
     def compile(self, optimizer="sgd", stage="representation", weight_decay=1e-4, l2_reduction="sum",
                 location_glimpses=12, num_glimpses=None, num_trajectories=2, reinforce_weight=1.0, sampling_seed=0,
-                **kwargs):
+                location_objective="mean", **kwargs):
         """Configure one training step of the paper.
 
         Args:
@@ -70,6 +70,9 @@ class StagedTrainingMixin:
             weight_decay: lambda (= nu) of the weight penalty; ``l2_reduction`` "sum" is the paper's
                 lambda/2 * sum(theta^2), "mean" the reference code's mean squared weight.
             location_glimpses: T of location pretraining (12 in the paper).
+            location_objective: "mean" (default): location pretraining minimises Eq. 5 divided by T (per-step
+                cross entropy averaged over the T steps, penalty nu / T: the same minimiser, a T times smaller
+                gradient); "sum": Eq. 5 as written. See `saccade_zoo.training.losses.location_objective_scale`.
             num_glimpses: T of the policy step (default: the model's, 6 in the paper).
             num_trajectories: S sampled trajectories per image in the policy step (2 in the paper).
             reinforce_weight: weight of the REINFORCE term (1 in Eq. 6).
@@ -85,6 +88,7 @@ class StagedTrainingMixin:
             if kwargs.get(key) is not None:
                 raise ValueError(f"{type(self).__name__}.compile takes no `{key}`: the stage defines its loss and metrics.")
             kwargs.pop(key, None)
+        location_objective_scale(location_objective, 1)  # validates the name
         if int(num_trajectories) < 1:
             raise ValueError(f"num_trajectories must be >= 1, got {num_trajectories}.")
         super().compile(optimizer=optimizer, **kwargs)
@@ -92,7 +96,7 @@ class StagedTrainingMixin:
             stage=stage, weight_decay=float(weight_decay), l2_reduction=l2_reduction,
             location_glimpses=int(location_glimpses), num_glimpses=None if num_glimpses is None else int(num_glimpses),
             num_trajectories=int(num_trajectories), reinforce_weight=float(reinforce_weight),
-            sampling_seed=int(sampling_seed),
+            sampling_seed=int(sampling_seed), location_objective=location_objective,
         )
         self._stage_trackers = [keras.metrics.Mean(name=name) for name in STAGE_METRICS[stage]]
         self.optimizer.build(self.trainable_variables)
@@ -122,12 +126,15 @@ class StagedTrainingMixin:
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         local = tf.shape(labels)[0]
         global_batch = tf.cast(local * replicas, tf.float32)
+        scale = terms.get("scale", 1.0)  # a factor on the whole objective (location pretraining: 1/T, see losses)
         scaled, unscaled, values = 0.0, 0.0, {}
         for name, per_example in terms["per_example"].items():
-            scaled += tf.reduce_sum(per_example) / global_batch
-            values[name] = tf.reduce_mean(per_example)
+            per_example = tf.cast(per_example, tf.float32)  # mixed precision: terms may be float16 / bfloat16
+            scaled += scale * tf.reduce_sum(per_example) / global_batch
+            values[name] = scale * tf.reduce_mean(per_example)
             unscaled += values[name]
-        penalty = options["weight_decay"] * l2_penalty(terms["penalised"], options["l2_reduction"])
+        penalty = scale * options["weight_decay"] * tf.cast(l2_penalty(terms["penalised"], options["l2_reduction"]),
+                                                            tf.float32)
         values["l2"] = penalty
         scaled += penalty / replicas
         values["loss"] = unscaled + penalty
@@ -141,6 +148,7 @@ class StagedTrainingMixin:
         variables = self._stage_variables(self.training_options["stage"])
         with tf.GradientTape() as tape:
             loss, values, count = self._run_stage(data, training=True)
+            loss = self.optimizer.scale_loss(loss)  # x the loss scale under mixed_float16; apply_gradients unscales
         gradients = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self._update_metrics(values, count)

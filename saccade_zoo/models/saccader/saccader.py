@@ -7,7 +7,8 @@ from saccade_zoo.layers.glimpse_readout import GlimpseReadout
 from saccade_zoo.layers.policies import EngineeredPolicy
 from saccade_zoo.layers.saccader_cell import SaccaderCell
 from saccade_zoo.models.base import ZooModel, reject_unknown_kwargs
-from saccade_zoo.training.losses import aggregated_cross_entropy, correct, location_targets, reinforce_loss
+from saccade_zoo.training.losses import (aggregated_cross_entropy, correct, location_objective_scale, location_targets,
+                                        reinforce_loss)
 from saccade_zoo.training.sampling import example_keys, keyed_gumbel
 from saccade_zoo.training.staged import StagedTrainingMixin, global_mean
 
@@ -92,12 +93,15 @@ class Saccader(StagedTrainingMixin, _GlimpseModel):
         reject_unknown_kwargs(type(self).__name__, kwargs)
         backbone = _as_backbone(backbone)
         _check_glimpses(num_glimpses, backbone.grid_shape)
+        # Mixed precision: the location network follows `dtype` (default: the backbone's policy); the cell (its
+        # log-policy feeds REINFORCE) and the readout (the class scores) are float32 heads under every policy.
+        dtype = kwargs.get("dtype") or backbone.dtype_policy
         attention = AttentionNetwork(attention_filters, dilation_rate=dilation_rate, name="attention_network",
-                                     synchronized_bn=backbone.synchronized_bn)
-        concat = keras.layers.Concatenate(axis=-1, name="where_what")
-        mixing = keras.layers.Conv2D(mixing_dim, 1, use_bias=True, name="mixing")
-        cell = SaccaderCell(num_glimpses, seed=seed, name="saccader_cell")
-        readout = GlimpseReadout(backbone.stride, backbone.receptive_field, name="glimpse_readout")
+                                     synchronized_bn=backbone.synchronized_bn, dtype=dtype)
+        concat = keras.layers.Concatenate(axis=-1, name="where_what", dtype=dtype)
+        mixing = keras.layers.Conv2D(mixing_dim, 1, use_bias=True, name="mixing", dtype=dtype)
+        cell = SaccaderCell(num_glimpses, seed=seed, name="saccader_cell", dtype="float32")
+        readout = GlimpseReadout(backbone.stride, backbone.receptive_field, name="glimpse_readout", dtype="float32")
         parts = (backbone, attention, concat, mixing, cell, readout)
 
         images = keras.Input(backbone.image_shape, name="images")
@@ -169,6 +173,7 @@ class Saccader(StagedTrainingMixin, _GlimpseModel):
             hits = tf.equal(tf.math.argmax(out["location_logits"], axis=-1, output_type=tf.int32), targets)
             return {"per_example": {"location_ce": tf.reduce_sum(step_ce, axis=1)},
                     "penalised": self.location_variables(),
+                    "scale": location_objective_scale(options["location_objective"], steps),
                     "stats": {"location_accuracy": tf.reduce_mean(tf.cast(hits, tf.float32), axis=1)}}
         steps = options["num_glimpses"] or self.num_glimpses
         bag = self.backbone(images, training=training)
@@ -219,8 +224,8 @@ class PolicyClassifier(_GlimpseModel):
         backbone = _as_backbone(backbone)
         _check_glimpses(num_glimpses, backbone.grid_shape)
         chooser = EngineeredPolicy(policy, num_glimpses, backbone.stride, backbone.receptive_field, seed=seed,
-                                   name=f"{policy}_policy")
-        readout = GlimpseReadout(backbone.stride, backbone.receptive_field, name="glimpse_readout")
+                                   name=f"{policy}_policy", dtype=kwargs.get("dtype") or backbone.dtype_policy)
+        readout = GlimpseReadout(backbone.stride, backbone.receptive_field, name="glimpse_readout", dtype="float32")
         images = keras.Input(backbone.image_shape, name="images")
         bag = backbone(images)
         outputs = readout(bag["logits_map"], chooser(bag["logits_map"], images))
