@@ -470,13 +470,25 @@ class TiledImage:
         return f"TiledImage({self.path!r}, shape={self.shape}, levels={len(self._levels)})"
 
     # -- reading -------------------------------------------------------------------------------------------------
+    def level_scale(self, level: int) -> Tuple[float, float]:
+        """(sy, sx): level pixels per level-0 pixel. A level of a power-of-two pyramid (``write_tiled_tiff``: level k
+        pixel j covers level-0 pixels [j 2^k, (j + 1) 2^k), so its side is ceil(side / 2^k)) has exactly 2^-k, also
+        for odd sides; other pyramids get the ratio of the sides. (The plain ratio, ceil(H / 2) / H for an odd H,
+        misplaced windows by up to a pixel per level towards the far edge.)"""
+        base, lv = self._levels[0], self._levels[level]
+        scales = []
+        for side, base_side in ((lv.height, base.height), (lv.width, base.width)):
+            factor = 2.0 ** round(math.log2(base_side / side)) if side > 0 else 1.0
+            exact = math.ceil(base_side / factor) == side or math.floor(base_side / factor) == side
+            scales.append(1.0 / factor if exact else side / base_side)
+        return scales[0], scales[1]
+
     def choose_level(self, win_h: float, win_w: float, out_h: int, out_w: int, factor: float = 2.0) -> int:
         """Coarsest level whose window is still >= ``factor`` x the output side (both axes); else level 0."""
-        base_h, base_w = self._levels[0].height, self._levels[0].width
         best = 0
-        for k, lv in enumerate(self._levels):
-            sy, sx = base_h / lv.height, base_w / lv.width
-            if win_h / sy >= factor * out_h and win_w / sx >= factor * out_w:
+        for k in range(len(self._levels)):
+            sy, sx = self.level_scale(k)
+            if win_h * sy >= factor * out_h and win_w * sx >= factor * out_w:
                 best = k
         return best
 
@@ -504,8 +516,7 @@ class TiledImage:
         if level is None:
             level = self.choose_level(y1 - y0, x1 - x0, oh, ow)
         lv = self._levels[level]
-        sy = lv.height / self._levels[0].height
-        sx = lv.width / self._levels[0].width
+        sy, sx = self.level_scale(level)
         ly = y0 * sy + (np.arange(oh) + 0.5) * ((y1 - y0) * sy / oh) - 0.5
         lx = x0 * sx + (np.arange(ow) + 0.5) * ((x1 - x0) * sx / ow) - 0.5
         r0, c0 = int(np.floor(ly[0])), int(np.floor(lx[0]))
