@@ -8,7 +8,7 @@ README = (HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md"
 
 setup(
     name="saccade_zoo",
-    version="0.1.0",
+    version="0.2.0",
     description="Keras 3 model zoo of hard-attention image classifiers (Saccader, variational saccading, RAM, DRAM).",
     long_description=README,
     long_description_content_type="text/markdown",

@@ -8,9 +8,10 @@
     saccade_zoo.list_models()
 """
 from saccade_zoo import layers  # noqa: F401  (registers the layers)
-from saccade_zoo.models.bagnet.backbone import BagNet
-from saccade_zoo.models.saccader.saccader import PolicyClassifier, Saccader
+from saccade_zoo.contract import OutputContract
+from saccade_zoo.models import BagNet, GlimpseModel, PolicyClassifier, Saccader
 from saccade_zoo.registry import build, get_preset, list_models, preprocess
 
-__version__ = "0.1.0"
-__all__ = ["BagNet", "PolicyClassifier", "Saccader", "build", "get_preset", "list_models", "preprocess"]
+__version__ = "0.2.0"
+__all__ = ["BagNet", "GlimpseModel", "OutputContract", "PolicyClassifier", "Saccader", "build", "get_preset",
+           "list_models", "preprocess"]

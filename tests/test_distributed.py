@@ -15,6 +15,8 @@ import time
 import numpy as np
 import pytest
 
+from saccade_zoo import Saccader
+
 TINY = dict(blocks=(1, 1, 1, 1), planes=(16, 16, 16, 16), stem_filters=16, lowd_dim=16, attention_filters=(16, 16),
             mixing_dim=16, synchronized_bn=True)
 # MirroredStrategy runs use distinct attention widths. With attention_filters=(16, 16) (four equal-shaped
@@ -27,7 +29,7 @@ GLOBAL_BATCH = 8
 # activations per channel (Keras' synchronized moments); summing those in two halves instead of one pass changes
 # them by up to ~5e-5 (relative 4e-5), so the moving statistics get 1e-4.
 ATOL, STATS_TOL = 1e-5, 1e-4
-STAGES = ("representation", "location", "policy")
+STAGES = tuple(stage.name for stage in Saccader.stages)
 
 
 # ------------------------------------------------------------------------------------------ subprocess helpers

@@ -10,6 +10,7 @@ import pytest
 import keras
 
 import saccade_zoo
+from saccade_zoo.data.sample import FASHION_MNIST_CLASSES
 from saccade_zoo.export import (ParityError, UnsupportedOpsError, export_model, load_manifest, real_images,
                                 verify_files)
 from tests.helpers import run_python
@@ -23,7 +24,7 @@ def trained(tmp_path_factory):
     images) and a location network pretrained on them (paper step 2, two epochs): a learned glimpse policy.
     Calibrated on those training images, checked on 48 test-split images."""
     keras.utils.set_random_seed(0)
-    model = saccade_zoo.build("saccader_cluttered100")
+    model = saccade_zoo.build("saccader_cluttered100", class_names=FASHION_MNIST_CLASSES)  # the names travel along
     x, y = real_images(model.image_shape, 192, split="train")
     backbone = model.backbone
     clf = keras.Model(backbone.inputs, backbone.output["logits"])

@@ -6,9 +6,10 @@ import pytest
 import tensorflow as tf
 
 import keras
-from saccade_zoo.layers import AttentionNetwork, BagNetBlock, EngineeredPolicy, GlimpseReadout, SaccaderCell
+from saccade_zoo.models.bagnet import BagNetBlock
+from saccade_zoo.models.saccader import AttentionNetwork, EngineeredPolicy, GlimpseReadout, SaccaderCell
 from saccade_zoo.layers.ops import MASK_MARGIN, argmax_last, mask_visited, one_hot
-from saccade_zoo.layers.policies import center_order
+from saccade_zoo.models.saccader.policies import center_order
 from tests.helpers import run_layer_test
 
 

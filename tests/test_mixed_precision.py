@@ -10,7 +10,8 @@ from saccade_zoo import BagNet, Saccader
 TINY_BAGNET = dict(image_shape=(100, 100, 1), num_classes=10, blocks=(1, 1, 1, 1), planes=(16, 16, 16, 16),
                    kernel3=(1, 1, 1, 1), stem_filters=16, lowd_dim=16)
 TINY_SACCADER = dict(num_glimpses=3, attention_filters=(16, 16), mixing_dim=16)
-STAGES = ("representation", "location", "policy")
+STAGES = tuple(stage.name for stage in Saccader.stages)
+STAGE_OPTIONS = {"location": {"location_glimpses": 6}}
 OUTPUT_DTYPES = {"logits": "float32", "step_logits": "float32", "locations": "int32", "boxes": "float32"}
 
 
@@ -74,7 +75,7 @@ def test_every_stage_fits_under_mixed_precision(policy, how, global_policy):
             # Keras wraps the optimizer itself only when the *model's* policy is mixed_float16 (the global policy
             # here); see test_compile_wraps_the_optimizer_under_a_global_mixed_float16_policy.
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        model.compile(optimizer, stage=stage, location_glimpses=6)
+        model.compile(optimizer, stage=stage, **STAGE_OPTIONS.get(stage, {}))
         if policy == "mixed_float16":
             assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         before = [w.numpy().copy() for w in model.trainable_weights]
@@ -106,7 +107,7 @@ def test_compile_wraps_the_optimizer_under_a_global_mixed_float16_policy(global_
         deltas = []
         for model in (reference, mixed):
             model.set_weights(weights)
-            model.compile(keras.optimizers.SGD(0.1), stage=stage, location_glimpses=6)
+            model.compile(keras.optimizers.SGD(0.1), stage=stage, **STAGE_OPTIONS.get(stage, {}))
             before = [w.numpy().copy() for w in model.trainable_weights]
             model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
             deltas.append(np.concatenate([(w.numpy() - b).ravel() for b, w in zip(before, model.trainable_weights)]))

@@ -8,7 +8,7 @@ import tensorflow as tf
 import keras
 import saccade_zoo
 from saccade_zoo import BagNet, PolicyClassifier, Saccader
-from saccade_zoo.layers import POLICIES
+from saccade_zoo.models.saccader import POLICIES
 from tests.helpers import run_python
 
 TINY = dict(planes=(8, 8, 8, 8), stem_filters=8, expansion=2, lowd_dim=8, blocks=(2, 2, 2, 2))
@@ -181,7 +181,7 @@ def test_registry_and_preprocessing():
     assert {"bagnet77_lowd_imagenet", "saccader_imagenet", "saccader_cluttered100"} <= set(names)
     assert saccade_zoo.list_models("saccader*") == ["saccader_cluttered100", "saccader_imagenet"]
     preset = saccade_zoo.get_preset("saccader_imagenet")
-    assert preset["preprocessing"]["image_size"] == 224 and preset["config"]["num_classes"] == 1001
+    assert preset["preprocessing"]["image_size"] == [224, 224] and preset["config"]["num_classes"] == 1001
     x = saccade_zoo.preprocess(np.full((1, 2, 2, 3), 255, "uint8"), "saccader_imagenet")
     np.testing.assert_allclose(x[0, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]),
                                rtol=1e-6)

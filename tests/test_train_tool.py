@@ -84,3 +84,48 @@ def test_bad_flags_fail_clearly(tmp_path):
     missing = subprocess.run(train_cmd(str(tmp_path)) + ["--data=idx", f"--data_dir={tmp_path}/nothing"], env=env(),
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0 and "apt-get install dataset-fashion-mnist" in missing.stderr
+
+
+@pytest.mark.slow
+def test_tools_dispatch_on_what_the_model_declares(tmp_path):
+    """A BagNet preset trains its one stage; a policy preset is refused by name; a two-item identification run
+    trains a multi-label Saccader end to end, and the reloaded file evaluates and exports with no --preset."""
+    small = ["--train_examples=32", "--test_examples=16", "--batch_size=16", "--epochs=1", "--checkpoint_every=0",
+             "--eval_glimpses=2", "--eval_policies=random", "--verbose=0", "--validation_examples=16"]
+
+    def tool(name, *flags):
+        return subprocess.run([sys.executable, os.path.join(ROOT, "tools", name), *flags], env=env(),
+                              capture_output=True, text=True, timeout=900)
+
+    bagnet = tool("train.py", f"--output_dir={tmp_path}/bagnet", "--preset=bagnet33_cluttered100", *small)
+    assert bagnet.returncode == 0, bagnet.stderr[-3000:]
+    assert "stage 1/1: representation" in bagnet.stdout
+    assert set(json.load(open(tmp_path / "bagnet" / "results.json"))["policies"]) == {"random"}
+
+    policy = tool("train.py", f"--output_dir={tmp_path}/policy", "--preset=policy_bagnet33_cluttered100", *small)
+    assert policy.returncode != 0 and "has no training stages: it is evaluated, not trained" in policy.stderr
+    glimpses = tool("train.py", f"--output_dir={tmp_path}/g", "--preset=bagnet33_cluttered100", "--glimpses=3", *small)
+    assert glimpses.returncode != 0 and "takes no glimpses" in glimpses.stderr
+
+    identify = tool("train.py", f"--output_dir={tmp_path}/identify", "--task=identify", "--steps=representation,policy",
+                    *small)
+    assert identify.returncode == 0, identify.stderr[-3000:]
+    assert "Test exact-match accuracy vs number of glimpses" in identify.stdout
+    path = str(tmp_path / "identify" / "model.keras")
+    model = keras.models.load_model(path)
+    assert model.contract.multi_label and model.preset == "saccader_cluttered100"
+    assert model.class_names[0] == "T-shirt/top"
+
+    evaluated = tool("evaluate.py", f"--model={path}", "--test_examples=16", "--glimpses=2", "--policies=random",
+                     f"--output_dir={tmp_path}/eval")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    results = json.load(open(tmp_path / "eval" / "results.json"))
+    assert set(results["policies"]) == {"learned", "random"}
+
+    exported = tool("export.py", f"--model={path}", f"--out_dir={tmp_path}/export", "--variants=float32",
+                    "--num_images=8", "--num_calibration_images=8")
+    assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-3000:]
+    manifest = json.load(open(tmp_path / "export" / "manifest.json"))
+    assert manifest["model"]["contract"]["activation"] == "sigmoid"
+    assert manifest["class_names"][0] == "T-shirt/top"
+    assert "sigmoid" in manifest["outputs"]["probabilities"]["description"]

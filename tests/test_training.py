@@ -7,7 +7,8 @@ import tensorflow as tf
 import keras
 import saccade_zoo
 from saccade_zoo.data import ClutteredConfig, generate_cluttered, load_sample
-from saccade_zoo.training.losses import aggregated_cross_entropy, location_targets
+from saccade_zoo.models.saccader.losses import location_targets
+from saccade_zoo.training.losses import aggregated_cross_entropy
 from saccade_zoo.training.sampling import example_keys, keyed_gumbel
 
 
@@ -94,7 +95,7 @@ def test_bagnet_alone_trains_the_representation_step(real_batch):
     model.compile(keras.optimizers.SGD(0.05, momentum=0.9), stage="representation")
     history = model.fit(images, labels, batch_size=32, epochs=6, verbose=0).history
     assert history["loss"][-1] < history["loss"][0]
-    with pytest.raises(ValueError, match="trains the stages"):
+    with pytest.raises(ValueError, match="BagNet has no training stage 'policy'; its stages: representation"):
         model.compile("sgd", stage="policy")
 
 
@@ -131,10 +132,33 @@ def test_training_errors_are_clear(real_batch):
     model = saccade_zoo.build("saccader_cluttered100")
     with pytest.raises(ValueError, match="compile"):
         model.fit(images, labels, epochs=1, verbose=0)
-    with pytest.raises(ValueError, match="trains the stages"):
+    with pytest.raises(ValueError, match="has no training stage 'reinforce'; its stages: representation, location, policy"):
         model.compile("sgd", stage="reinforce")
     with pytest.raises(ValueError, match="takes no `loss`"):
         model.compile("sgd", stage="policy", loss="mse")
     model.compile("sgd", stage="policy")
+    with pytest.raises(TypeError, match="Stage 'policy' of Saccader has no option"):
+        model.compile("sgd", stage="policy", location_glimpses=6)
     with pytest.raises(ValueError, match="integer class indices"):
         model.fit(images, np.eye(10, dtype="float32")[labels], epochs=1, verbose=0)
+
+
+def test_multi_label_saccader_trains_every_stage_on_two_item_identification():
+    items, labels = load_sample("train")
+    config = ClutteredConfig(canvas_size=100, num_distractors=4, num_items=2, task="identify")
+    data = generate_cluttered(items, labels, 16, config, seed=4)
+    assert data["labels"].shape == (16, 10) and data["labels"].dtype == np.float32
+    model = saccade_zoo.build("saccader_cluttered100", activation="sigmoid")
+    assert model.contract.multi_label and model.backbone.activation == "sigmoid"
+    for stage in model.stage_names:
+        model.compile(keras.optimizers.SGD(0.01), stage=stage)
+        history = model.fit(data["images"], data["labels"], batch_size=8, epochs=1, verbose=0).history
+        assert all(np.isfinite(v[-1]) for v in history.values()), (stage, history)
+    # Integer labels for a multi-label model (and the reverse) are refused by name.
+    with pytest.raises(ValueError, match=r"multi-hot labels of shape \(batch, 10\)"):
+        model.fit(data["images"], np.argmax(data["labels"], -1), batch_size=8, epochs=1, verbose=0)
+    # The representation loss of a multi-label BagNet is the sigmoid cross entropy of the averaged logits.
+    logits = tf.constant([[[2.0, -1.0], [0.0, 1.0]]])
+    expected = tf.nn.sigmoid_cross_entropy_with_logits(labels=[[1.0, 0.0]], logits=[[1.0, 0.0]])
+    np.testing.assert_allclose(aggregated_cross_entropy(logits, tf.constant([[1.0, 0.0]]), "sigmoid"),
+                               tf.reduce_sum(expected, -1), rtol=1e-6)

@@ -1,7 +1,7 @@
 """Per-image latency (batch 1) of Keras, SavedModel and each TFLite variant, as ratios to Keras, and file sizes.
 
     python tools/benchmark_export.py --model saccader_cluttered100 --runs 50
-    python tools/benchmark_export.py --model runs/fashion100/model.keras --preset saccader_cluttered100
+    python tools/benchmark_export.py --model runs/fashion100/model.keras
 
 Exports the model (a preset, freshly initialised, or a trained .keras file) to a temporary folder, full int8
 calibrated on train-split images, parity recorded (not enforced) on held-out test-split images; then times each
@@ -17,7 +17,7 @@ from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "saccader_cluttered100", "Preset name, or a .keras file.")
-flags.DEFINE_string("preset", None, "Preset whose preprocessing applies (required with a .keras --model).")
+flags.DEFINE_string("preset", None, "Preset whose preprocessing applies (default: the model's own).")
 flags.DEFINE_integer("runs", 30, "Timed runs per artifact (after 3 warm-up runs).")
 flags.DEFINE_integer("num_images", 32, "Real held-out images for parity and timing.")
 flags.DEFINE_integer("num_calibration_images", 64, "Real train-split images to calibrate full int8 on.")
@@ -49,17 +49,15 @@ def main(argv):
     if FLAGS.model.endswith(".keras"):
         import keras
 
-        if not FLAGS.preset:
-            raise app.UsageError("--preset is required with a .keras --model (it names the preprocessing).")
         model = keras.models.load_model(FLAGS.model)
     else:
         model = saccade_zoo.build(FLAGS.model)
-    preset = FLAGS.preset or FLAGS.model
+    preset = FLAGS.preset or model  # a zoo model carries its preset's preprocessing
     calibration, _ = real_images(model.image_shape, FLAGS.num_calibration_images, split="train")
     images, _ = real_images(model.image_shape, FLAGS.num_images)
     out = os.path.join(tempfile.mkdtemp(), "model")
     start = time.perf_counter()
-    manifest = export_model(model, out, calibration, parity_images=images, preprocessing=preset,
+    manifest = export_model(model, out, calibration, parity_images=images, preprocessing=FLAGS.preset,
                             variants=FLAGS.variants, check_parity=False, calibration_steps=len(calibration))
     export_s = time.perf_counter() - start
     pre = saccade_zoo.preprocess(images, preset)

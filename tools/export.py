@@ -1,7 +1,10 @@
 """Export a zoo model to .keras + SavedModel + TFLite (float32, float16, dynamic int8, full int8) + manifest.json.
 
     python tools/export.py --model saccader_cluttered100 --weights path.weights.h5
-    python tools/export.py --model path/to/model.keras --preset saccader_cluttered100 --out_dir exports/mine
+    python tools/export.py --model path/to/model.keras --out_dir exports/mine
+
+A .keras file of the zoo carries its preset (preprocessing and class names); --preset overrides the preprocessing
+of a file that has none.
 
 Parity with Keras is checked on real images (cluttered Fashion-MNIST from the shipped sample); a failed check,
 an unknown model, an existing output folder (without --overwrite) or an op that is not a TFLite built-in exits
@@ -17,7 +20,8 @@ from absl import app, flags  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "A preset name (see saccade_zoo.list_models()) or a path to a .keras file.")
 flags.DEFINE_string("weights", None, "Weights for a preset: a .weights.h5 file or a .keras file to take them from.")
-flags.DEFINE_string("preset", None, "Preset whose preprocessing (mean/std) applies, for a .keras model.")
+flags.DEFINE_string("preset", None, "Preset whose preprocessing (mean/std) applies (default: the model's own, saved "
+                    "with it).")
 flags.DEFINE_string("out_dir", None, "Output folder (default exports/<name>).")
 flags.DEFINE_string("name", None, "Export name (default: the preset name or the .keras file's stem).")
 flags.DEFINE_bool("overwrite", False, "Replace an existing output folder.")
@@ -48,9 +52,10 @@ def load_model(spec, weights, preset):
             model = keras.models.load_model(spec, safe_mode=True)
         except Exception as error:
             raise ValueError(f"--model {spec!r} could not be loaded as a Keras model: {error}") from error
+        if not isinstance(model, saccade_zoo.models.ZooModel):
+            raise ValueError(f"--model {spec!r} is a {type(model).__name__}, not a saccade_zoo model.")
         if preset:
-            saccade_zoo.get_preset(preset)
-            model.preset = preset
+            saccade_zoo.get_preset(preset)  # unknown preset -> ValueError with close matches
         return model, os.path.basename(spec)[: -len(".keras")]
     model = saccade_zoo.build(spec)  # unknown preset -> ValueError with close matches
     if weights:

@@ -1,6 +1,7 @@
-"""Train a Saccader through the paper's three steps (or any of them) on cluttered digits/clothes.
+"""Train any zoo preset that has training stages through the stages its model declares (a Saccader: the paper's
+three steps; a BagNet: its representation step) on cluttered digits/clothes.
 
-Quick start (shipped Fashion-MNIST sample, ~6-8 minutes on 2 CPU cores):
+Quick start (shipped Fashion-MNIST sample, ~6-10 minutes on 2 CPU cores):
 
     python tools/train.py --output_dir=runs/quickstart
 
@@ -9,10 +10,18 @@ Full Fashion-MNIST IDX data (Debian: `apt-get install dataset-fashion-mnist`; or
     python tools/train.py --data=idx --data_dir=/usr/share/datasets/fashion-mnist --epochs=30,10,20 \
         --output_dir=runs/fashion100
 
+Two-item identification (multi-hot labels, a multi-label model) or the sum of two items (19 classes):
+
+    python tools/train.py --task=identify --output_dir=runs/identify
+    python tools/train.py --task=sum --output_dir=runs/sum
+
 Interrupt it at any point and run the same command again: it resumes from the last checkpoint.
 Writes <output_dir>/model.keras, results.json, accuracy_vs_glimpses.png, glimpses.png, tensorboard/.
+A stage whose loss or weights diverge stops the run (exit 3) with the command to retry; a final model near chance
+ends with a warning.
 """
 import json
+import math
 import os
 import sys
 import time
@@ -20,22 +29,27 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("preset", "saccader_cluttered100", "Model preset (saccade_zoo.list_models()).")
+flags.DEFINE_string("preset", "saccader_cluttered100", "Model preset with training stages (saccade_zoo.list_models()).")
 flags.DEFINE_enum("data", "sample", ["sample", "idx"], "Item source: the shipped sample or IDX files in --data_dir.")
 flags.DEFINE_string("data_dir", None, "Folder of MNIST-format IDX files (default /usr/share/datasets/fashion-mnist).")
+flags.DEFINE_enum("task", "single", ["single", "identify", "sum"],
+                  "single: one item, its class; identify: two items, multi-hot labels (a multi-label model); "
+                  "sum: two items, the sum of their classes (19 classes).")
 flags.DEFINE_integer("train_examples", None, "Training images to generate (default: one per source item).")
 flags.DEFINE_integer("test_examples", None, "Test images to generate (default: one per source test item).")
 flags.DEFINE_integer("canvas_size", 100, "Canvas side in pixels.")
 flags.DEFINE_integer("num_distractors", 8, "Clutter pieces per image (RAM: 8 on 100x100).")
-flags.DEFINE_list("steps", ["representation", "location", "policy"], "Training steps to run, in order.")
-flags.DEFINE_list("epochs", ["4", "1", "2"], "Epochs per step (one value for all, or one per step).")
-flags.DEFINE_list("learning_rate", ["0.1", "0.1", "0.01"], "Peak learning rate per step (or one value).")
+flags.DEFINE_list("steps", None, "Training stages to run, in order (default: every stage the model declares).")
+flags.DEFINE_list("epochs", None, "Epochs per stage (one value for all, or one per stage; default: the stages' "
+                  "quick-start epochs, 4,1,2 for a Saccader).")
+flags.DEFINE_list("learning_rate", None, "Peak learning rate per stage (or one value; default: the stages' own, "
+                  "0.1,0.1,0.01 for a Saccader).")
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "SGD with Nesterov momentum 0.9 (paper) or Adam.")
 flags.DEFINE_float("warmup_epochs", 0.5, "Linear warm-up before the cosine decay, in epochs.")
 flags.DEFINE_integer("batch_size", 32, "Global batch size.")
 flags.DEFINE_float("clipnorm", None, "Clip the global gradient norm (off by default, as in the paper).")
 flags.DEFINE_float("weight_decay", 1e-4, "lambda of the (lambda/2) * sum(w^2) penalty.")
-flags.DEFINE_integer("glimpses", 6, "T of the policy-gradient step (the paper: 6).")
+flags.DEFINE_integer("glimpses", None, "T of the glimpse model (default: the preset's; the paper: 6).")
 flags.DEFINE_integer("location_glimpses", 12, "T of location pretraining (the paper: 12).")
 flags.DEFINE_enum("location_objective", "mean", ["mean", "sum"],
                   "Location pretraining minimises Eq. 5 / T (mean, default: one learning rate for every T) or Eq. 5 "
@@ -53,18 +67,33 @@ flags.DEFINE_bool("deterministic", True, "Deterministic TF ops (a resumed run th
 flags.DEFINE_integer("verbose", 1, "Keras progress bars: 0 silent, 1 bar, 2 one line per epoch.")
 
 
-def per_step(values, steps, name, cast):
+def per_stage(values, stages, name, cast, default):
+    """One value per stage: the flag's values (one for all, or one per stage) or each stage's default."""
+    if values is None:
+        return [default(stage) for stage in stages]
     if len(values) == 1:
-        values = values * len(steps)
-    if len(values) != len(steps):
-        raise app.UsageError(f"--{name} needs one value or one per step ({len(steps)}), got {values}.")
+        values = values * len(stages)
+    if len(values) != len(stages):
+        raise app.UsageError(f"--{name} needs one value or one per stage ({', '.join(s.name for s in stages)}), "
+                             f"got {values}.")
     return [cast(v) for v in values]
 
 
-def chance_warning(results, num_classes, glimpses):
+def chance_level(contract, labels):
+    """Accuracy of guessing: 1 / classes for one class; for multi-label (exact match), 1 / C(classes, k) with k
+    the typical number of labels of an image."""
+    if not contract.multi_label:
+        return 1.0 / contract.num_classes
+    import numpy as np
+
+    k = int(round(float(np.asarray(labels).sum(axis=-1).mean())))
+    return 1.0 / math.comb(contract.num_classes, max(k, 1))
+
+
+def chance_warning(results, contract, labels, glimpses):
     """A warning when the trained model is near chance: top-1 below max(2 x chance, chance + 5 points) with the
     trained number of glimpses (learned policy) or on the full image (a model without one)."""
-    chance = 1.0 / num_classes
+    chance = chance_level(contract, labels)
     floor = max(2 * chance, chance + 0.05)
     learned = results["policies"].get("learned")
     if learned is not None:
@@ -72,20 +101,10 @@ def chance_warning(results, num_classes, glimpses):
     else:
         accuracy, what = results["full_image"], "the full image"
     if accuracy < floor:
-        return (f"the trained model is near chance: top-1 {accuracy:.1%} with {what} (chance {chance:.1%}, "
-                f"{num_classes} classes). Check the training curves (tensorboard/, <step>/history.json); a stage "
-                "may need a lower learning rate or more epochs.")
+        return (f"the trained model is near chance: accuracy {accuracy:.1%} with {what} (chance {chance:.1%}). "
+                "Check the training curves (tensorboard/, <stage>/history.json); a stage may need a lower learning "
+                "rate or more epochs.")
     return None
-
-
-def make_data(split, num_examples, seed):
-    from saccade_zoo.data import ClutteredConfig, generate_cluttered
-    from saccade_zoo.data.cluttered import load_items
-
-    items, labels = load_items(split, "sample" if FLAGS.data == "sample" else FLAGS.data_dir)
-    config = ClutteredConfig(canvas_size=FLAGS.canvas_size, num_distractors=FLAGS.num_distractors)
-    print(f"Generating {num_examples or len(items)} cluttered {split} images from {len(items)} items ...")
-    return generate_cluttered(items, labels, num_examples or len(items), config, seed=seed, verbose=FLAGS.verbose)
 
 
 def main(argv):
@@ -95,74 +114,93 @@ def main(argv):
     import tensorflow as tf
 
     import saccade_zoo
-    from saccade_zoo.data.sample import FASHION_MNIST_CLASSES
+    from saccade_zoo.data.cluttered import ClutteredConfig, class_names, cluttered_split
     from saccade_zoo.evaluation import (evaluate_policies, format_accuracy_table, plot_accuracy_vs_glimpses,
                                         plot_glimpses)
+    from saccade_zoo.models.base import GlimpseModel
     from saccade_zoo.training.guard import TrainingDiverged
     from saccade_zoo.training.runner import save_atomically, train_stage
-    from saccade_zoo.training.staged import STAGES
 
-    for stage in FLAGS.steps:
-        if stage not in STAGES:
-            raise app.UsageError(f"Unknown step {stage!r}; choose from {', '.join(STAGES)}.")
-    epochs = per_step(FLAGS.epochs, FLAGS.steps, "epochs", int)
-    rates = per_step(FLAGS.learning_rate, FLAGS.steps, "learning_rate", float)
+    preset = saccade_zoo.get_preset(FLAGS.preset)
+    config = ClutteredConfig(canvas_size=FLAGS.canvas_size, num_distractors=FLAGS.num_distractors, task=FLAGS.task,
+                             num_items=1 if FLAGS.task == "single" else 2)
+    source = "sample" if FLAGS.data == "sample" else FLAGS.data_dir
+    overrides = {"class_names": class_names(config, source)}
+    overrides["num_classes"] = len(overrides["class_names"])
+    if FLAGS.task == "identify":
+        overrides["activation"] = "sigmoid"
+    if FLAGS.glimpses is not None:
+        if "num_glimpses" not in preset["config"]:
+            raise app.UsageError(f"--glimpses: preset {FLAGS.preset} takes no glimpses (a full-image model).")
+        overrides["num_glimpses"] = FLAGS.glimpses
     keras.utils.set_random_seed(FLAGS.seed)
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
+    model = saccade_zoo.build(FLAGS.preset, **overrides)
+    if not getattr(model, "stages", ()):
+        raise app.UsageError(f"Preset {FLAGS.preset} has no training stages: it is evaluated, not trained "
+                             "(tools/evaluate.py). Train its backbone instead, e.g. --preset=bagnet33_cluttered100.")
+    stages = [model.stage(name) for name in (FLAGS.steps or model.stage_names)]
+    epochs = per_stage(FLAGS.epochs, stages, "epochs", int, lambda s: s.epochs)
+    rates = per_stage(FLAGS.learning_rate, stages, "learning_rate", float, lambda s: s.learning_rate)
+    options = dict(weight_decay=FLAGS.weight_decay, location_glimpses=FLAGS.location_glimpses,
+                   location_objective=FLAGS.location_objective, num_trajectories=FLAGS.trajectories,
+                   sampling_seed=FLAGS.seed)
+    if FLAGS.glimpses is not None:
+        options["num_glimpses"] = FLAGS.glimpses
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     started = time.time()
 
-    train = make_data("train", FLAGS.train_examples, FLAGS.seed)
-    test = make_data("test", FLAGS.test_examples, FLAGS.seed + 1)
-    model = saccade_zoo.build(FLAGS.preset, num_glimpses=FLAGS.glimpses)
+    train = cluttered_split("train", source, FLAGS.train_examples, config, FLAGS.seed, FLAGS.verbose)
+    test = cluttered_split("test", source, FLAGS.test_examples, config, FLAGS.seed + 1, FLAGS.verbose)
     if model.image_shape != train["images"].shape[1:]:
         raise app.UsageError(f"Preset {FLAGS.preset} takes {model.image_shape} images, the data is "
                              f"{train['images'].shape[1:]}: pick a matching --preset or --canvas_size.")
-    options = dict(weight_decay=FLAGS.weight_decay, location_glimpses=FLAGS.location_glimpses,
-                   num_glimpses=FLAGS.glimpses, num_trajectories=FLAGS.trajectories, sampling_seed=FLAGS.seed,
-                   location_objective=FLAGS.location_objective)
     validation = (test["images"][:FLAGS.validation_examples], test["labels"][:FLAGS.validation_examples])
-    for stage, n_epochs, rate in zip(FLAGS.steps, epochs, rates):
-        print(f"\n=== step {STAGES.index(stage) + 1}: {stage} ({n_epochs} epochs, lr {rate}) ===")
+    for position, (stage, n_epochs, rate) in enumerate(zip(stages, epochs, rates)):
+        print(f"\n=== stage {position + 1}/{len(stages)}: {stage.name} ({n_epochs} epochs, lr {rate}): "
+              f"{stage.description} ===")
+        stage_options = {k: v for k, v in options.items() if k in stage.all_options()}
         try:
-            model = train_stage(model, stage, (train["images"], train["labels"]), FLAGS.output_dir, n_epochs,
+            model = train_stage(model, stage.name, (train["images"], train["labels"]), FLAGS.output_dir, n_epochs,
                                 FLAGS.batch_size, FLAGS.optimizer, rate, FLAGS.warmup_epochs, FLAGS.seed,
-                                FLAGS.checkpoint_every, validation, FLAGS.verbose, options, clipnorm=FLAGS.clipnorm)
+                                FLAGS.checkpoint_every, validation, FLAGS.verbose, stage_options,
+                                clipnorm=FLAGS.clipnorm)
         except TrainingDiverged as error:
-            position = FLAGS.steps.index(stage)
-            print(f"\nERROR: {error}\nTo retry: the same command with --learning_rate="
-                  f"{','.join(str(r if i != position else round(r / 3, 6)) for i, r in enumerate(rates))}",
-                  file=sys.stderr)
+            retry = ",".join(str(r if i != position else round(r / 3, 6)) for i, r in enumerate(rates))
+            print(f"\nERROR: {error}\nTo retry: the same command with --learning_rate={retry}", file=sys.stderr)
             return 3
     save_atomically(model, os.path.join(FLAGS.output_dir, "model.keras"))
     train_seconds = time.time() - started
 
     print("\nEvaluating on the test images ...")
+    glimpse_model = model if isinstance(model, GlimpseModel) else None
     results = evaluate_policies(model, test["images"], test["labels"], FLAGS.eval_glimpses, FLAGS.eval_policies,
                                 item_boxes=test["boxes"], seed=FLAGS.seed)
-    results.update(preset=FLAGS.preset, steps=FLAGS.steps, epochs=epochs, seed=FLAGS.seed, data=FLAGS.data,
-                   train_examples=len(train["images"]), test_examples=len(test["images"]),
-                   train_seconds=round(train_seconds, 1))
-    names = list(results["policies"])
-    warning = chance_warning(results, model.num_classes, FLAGS.glimpses)
+    trained_glimpses = getattr(model, "num_glimpses", FLAGS.eval_glimpses)
+    warning = chance_warning(results, model.contract, test["labels"], trained_glimpses)
+    results.update(preset=FLAGS.preset, task=FLAGS.task, steps=[s.name for s in stages], epochs=epochs,
+                   learning_rates=rates, seed=FLAGS.seed, data=FLAGS.data, train_examples=len(train["images"]),
+                   test_examples=len(test["images"]), train_seconds=round(train_seconds, 1))
     if warning:
         results["warning"] = warning
     with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    print(f"\nTest top-1 vs number of glimpses ({len(test['images'])} images; trained with {FLAGS.glimpses}):")
+    names = list(results["policies"])
+    metric = "exact-match accuracy" if model.contract.multi_label else "top-1"
+    print(f"\nTest {metric} vs number of glimpses ({len(test['images'])} images; trained with {trained_glimpses}):")
     print(format_accuracy_table(results))
     plot_accuracy_vs_glimpses({n: results["policies"][n]["accuracy"] for n in names},
-                              os.path.join(FLAGS.output_dir, "accuracy_vs_glimpses.png"), FLAGS.glimpses,
-                              results["full_image"], title=f"{FLAGS.preset}, {FLAGS.data} test set")
-    shown = test["images"][:8]
-    out = model.predict(shown, verbose=0)
-    class_names = FASHION_MNIST_CLASSES if FLAGS.data == "sample" or "fashion" in str(FLAGS.data_dir) else None
-    plot_glimpses(shown, np.asarray(out["boxes"]), os.path.join(FLAGS.output_dir, "glimpses.png"),
-                  labels=test["labels"][:8], predictions=np.asarray(out["logits"]).argmax(-1),
-                  class_names=class_names, title="Saccader glimpses (1 = first)")
-    print(f"\nWrote {FLAGS.output_dir}/model.keras, results.json, accuracy_vs_glimpses.png, glimpses.png "
-          f"(training took {train_seconds / 60:.1f} min)")
+                              os.path.join(FLAGS.output_dir, "accuracy_vs_glimpses.png"), trained_glimpses,
+                              results["full_image"], title=f"{FLAGS.preset}, {FLAGS.data} test set ({FLAGS.task})")
+    if glimpse_model is not None:
+        shown = test["images"][:8]
+        out = glimpse_model.predict(shown, verbose=0)
+        plot_glimpses(shown, np.asarray(out["boxes"]), os.path.join(FLAGS.output_dir, "glimpses.png"),
+                      labels=test["labels"][:8], predictions=model.contract.predictions(out["logits"]),
+                      class_names=model.class_names, title=f"{type(model).__name__} glimpses (1 = first)")
+    print(f"\nWrote {FLAGS.output_dir}/model.keras, results.json, accuracy_vs_glimpses.png"
+          f"{', glimpses.png' if glimpse_model is not None else ''} (training took {train_seconds / 60:.1f} min)")
     if warning:
         print(f"\nWARNING: {warning}", file=sys.stderr)
 

@@ -369,3 +369,27 @@ def glimpse_hits(glimpse_boxes, item_boxes, min_overlap: float = 0.0) -> np.ndar
     if min_overlap <= 0:
         return inter > 0
     return inter >= min_overlap * area
+
+
+def class_names(config: ClutteredConfig, source=None):
+    """Names of the target classes of a cluttered dataset: the items' names for "single" / "identify"
+    (Fashion-MNIST names for the shipped sample or a folder whose path mentions "fashion", digits otherwise) and
+    the sums "0" ... "18" for "sum"."""
+    if config.task == "sum":
+        return [str(i) for i in range(num_classes(config))]
+    if source == "sample" or "fashion" in str(source or _idx.DEFAULT_DATA_DIR).lower():
+        from saccade_zoo.data.sample import FASHION_MNIST_CLASSES
+
+        return list(FASHION_MNIST_CLASSES)
+    return [str(i) for i in range(NUM_SOURCE_CLASSES)]
+
+
+def cluttered_split(split: str, source, num_examples: Optional[int], config: ClutteredConfig, seed: int,
+                    verbose: int = 0) -> Dict[str, np.ndarray]:
+    """One split of a cluttered dataset from ``source`` ("sample", or a folder of IDX files; None: the default
+    folder): ``num_examples`` canvases (default: one per source item) of `generate_cluttered`."""
+    items, labels = load_items(split, source)
+    if verbose:
+        print(f"Generating {num_examples or len(items)} cluttered {split} images ({config.task}) from "
+              f"{len(items)} items ...")
+    return generate_cluttered(items, labels, num_examples or len(items), config, seed=seed, verbose=verbose)

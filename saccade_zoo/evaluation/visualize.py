@@ -25,7 +25,8 @@ def plot_glimpses(images, boxes, path, labels=None, predictions=None, class_name
     Args:
         images: (N, H, W, C) images (any range; shown min-max scaled), C in {1, 3}.
         boxes: (N, T, 4) pixel boxes (y0, x0, y1, x1).
-        labels / predictions: optional (N,) ints; a title per image shows them (green if equal, red if not).
+        labels / predictions: optional (N,) ints, or (N, C) multi-hot vectors (multi-label models: the title
+            lists the classes); a title per image shows them (green if equal, red if not).
     """
     plt = _pyplot()
     from matplotlib.patches import Rectangle
@@ -36,7 +37,17 @@ def plot_glimpses(images, boxes, path, labels=None, predictions=None, class_name
     rows = int(np.ceil(n / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.6 * rows), squeeze=False)
     colours = plt.cm.autumn(np.linspace(0, 1, boxes.shape[1]))
-    name = (lambda c: class_names[int(c)]) if class_names is not None else str  # noqa: E731
+    one = (lambda c: class_names[int(c)]) if class_names is not None else str  # noqa: E731
+
+    def name(target):
+        target = np.asarray(target)
+        if target.ndim == 0:
+            return one(target)
+        return "+".join(one(c) for c in np.flatnonzero(target > 0.5)) or "none"
+
+    def same(a, b):
+        return np.array_equal(np.asarray(a) > 0.5, np.asarray(b) > 0.5) if np.ndim(a) else int(a) == int(b)
+
     for i, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if i >= n:
@@ -53,7 +64,7 @@ def plot_glimpses(images, boxes, path, labels=None, predictions=None, class_name
                 parts.append(f"true: {name(labels[i])}")
             if predictions is not None:
                 parts.append(f"pred: {name(predictions[i])}")
-            ok = labels is None or predictions is None or int(labels[i]) == int(predictions[i])
+            ok = labels is None or predictions is None or same(labels[i], predictions[i])
             ax.set_title("\n".join(parts), fontsize=8, color="green" if ok else "red")
     if title:
         fig.suptitle(title, fontsize=10)

@@ -10,7 +10,7 @@ full int8), each checked against Keras on real images, plus a manifest.
 
 The serving signature takes float32 pixels in [0, 1] (mean/std standardisation inside); see `serving`.
 """
-from saccade_zoo.export.core import (KERAS_FILE, MANIFEST, SAVED_MODEL_DIR, default_class_names, export_model,
+from saccade_zoo.export.core import (KERAS_FILE, MANIFEST, SAVED_MODEL_DIR, export_model,
                                      keras_reference, load_manifest, run_saved_model, sha256, tflite_filename,
                                      verify_files)
 from saccade_zoo.export.images import real_images
@@ -20,7 +20,7 @@ from saccade_zoo.export.tflite import VARIANTS, TFLiteRunner, UnsupportedOpsErro
 
 __all__ = [
     "KERAS_FILE", "MANIFEST", "SAVED_MODEL_DIR", "THRESHOLDS", "VARIANTS", "ParityError", "TFLiteRunner",
-    "UnsupportedOpsError", "compare_outputs", "convert_tflite", "default_class_names", "export_model",
+    "UnsupportedOpsError", "compare_outputs", "convert_tflite", "export_model",
     "keras_reference", "load_manifest", "real_images", "resolve_preprocessing", "run_saved_model", "save_serving",
     "serving_archive", "serving_function", "sha256", "tflite_filename", "unsupported_ops", "verify_files",
 ]

@@ -10,6 +10,7 @@ import numpy as np
 import keras
 import tensorflow as tf
 
+from saccade_zoo.contract import OUTPUT_DOCS
 from saccade_zoo.export import parity as _parity
 from saccade_zoo.export import serving as _serving
 from saccade_zoo.export import tflite as _tflite
@@ -18,15 +19,6 @@ MANIFEST = "manifest.json"
 KERAS_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 FORMAT_VERSION = 1
-
-OUTPUT_DOCS = {
-    "logits": "class scores (mean of the glimpses' logits for glimpse models)",
-    "probabilities": "softmax of logits",
-    "step_logits": "logits of each glimpse",
-    "locations": "glimpse cells (row, col) on the feature grid, int32",
-    "boxes": "glimpse pixel boxes (y0, x0, y1, x1), half-open, in input pixels",
-}
-
 
 def tflite_filename(variant):
     return f"model_{variant}.tflite"
@@ -53,19 +45,9 @@ def file_table(folder):
     return dict(sorted(table.items()))
 
 
-def default_class_names(model):
-    """Fashion-MNIST names for 10-class 100x100 grey models (the cluttered presets), else "class_0", ..."""
-    from saccade_zoo.data.sample import FASHION_MNIST_CLASSES
-
-    num_classes = int(model.output["logits"].shape[-1])
-    height, width, channels = _serving._model_image_shape(model)
-    if num_classes == len(FASHION_MNIST_CLASSES) and channels == 1:
-        return list(FASHION_MNIST_CLASSES)
-    return [f"class_{i}" for i in range(num_classes)]
-
-
-def check_images(images, image_shape, what):
-    """Raw pixels as float32 in [0, 1]: uint8 is scaled by 1/255; anything else outside [0, 1] is refused."""
+def check_raw_pixels(images, image_shape, what):
+    """Raw pixels as float32 in [0, 1]: uint8 is scaled by 1/255; anything else outside [0, 1] is refused. (The
+    models' own `saccade_zoo.models.base.check_model_input` validates standardised images instead.)"""
     images = np.asarray(images)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape) or len(images) == 0:
         raise ValueError(
@@ -154,11 +136,11 @@ def export_model(model, out_dir, representative_images, class_names=None, prepro
     names = _serving.output_names(model)
     pre = _serving.resolve_preprocessing(model, preprocessing)
     image_shape = (*pre["image_size"], pre["channels"])
-    representative = check_images(representative_images, image_shape, "representative_images")
-    test_images = representative if parity_images is None else check_images(parity_images, image_shape,
+    representative = check_raw_pixels(representative_images, image_shape, "representative_images")
+    test_images = representative if parity_images is None else check_raw_pixels(parity_images, image_shape,
                                                                             "parity_images")
     num_classes = int(model.output["logits"].shape[-1])
-    class_names = list(default_class_names(model) if class_names is None else class_names)
+    class_names = list(model.class_names if class_names is None else class_names)
     if len(class_names) != num_classes or not all(isinstance(c, str) for c in class_names):
         raise ValueError(f"class_names must be {num_classes} strings (one per class), got {len(class_names)}.")
     out_dir, staging = _prepare_out_dir(out_dir, overwrite)
@@ -226,12 +208,14 @@ def _export_into(model, folder, names, pre, image_shape, representative, test_im
     if check_parity and failures:
         raise _parity.ParityError("Export parity check failed: " + " | ".join(failures))
 
+    contract = model.contract
+    specs = contract.output_specs()
     outputs_spec = {}
     for key in names:
-        source = model.output["logits"] if key == "probabilities" else model.output[key]
-        dtype = "int32" if key == "locations" else "float32"
-        outputs_spec[key] = {"dtype": dtype, "shape": [None, *[int(d) for d in source.shape[1:]]],
-                             "description": OUTPUT_DOCS.get(key, "")}
+        shape, dtype = specs["logits" if key == "probabilities" else key]
+        doc = OUTPUT_DOCS[key]
+        outputs_spec[key] = {"dtype": dtype, "shape": [None, *[int(d) for d in shape]],
+                             "description": doc[contract.location_kind] if isinstance(doc, dict) else doc}
     num_glimpses = getattr(model, "num_glimpses", None)
     num_calibration = int(min(len(representative), calibration_steps))
     manifest = {
@@ -240,6 +224,7 @@ def _export_into(model, folder, names, pre, image_shape, representative, test_im
             "name": model.name,
             "class": type(model).__name__,
             "preset": getattr(model, "preset", None),
+            "contract": contract.get_config(),
             "num_parameters": int(model.count_params()),
             "num_classes": len(class_names),
             "num_glimpses": None if num_glimpses is None else int(num_glimpses),

@@ -3,9 +3,10 @@
 ``serving_default`` of the exported SavedModel (and of every TFLite variant) is
 
     images: float32 (batch, H, W, C), pixel values in [0, 1]  (uint8 pixels: divide by 255 first)
-    -> logits (B, C) float32, probabilities (B, C) float32 (softmax of logits),
-       and, for glimpse models, step_logits (B, T, C) float32, locations (B, T, 2) int32 (row, col) on the
-       feature grid, boxes (B, T, 4) float32 pixel boxes (y0, x0, y1, x1), half-open.
+    -> logits (B, C) float32, probabilities (B, C) float32 (softmax of logits, or sigmoid for a multi-label
+       model: the model's `OutputContract` says which), and, for glimpse models, the rest of the contract's outputs:
+       step_logits (B, T, C) float32, locations (B, T, 2) (int32 grid (row, col), or float32 pixel centres),
+       boxes (B, T, 4) float32 pixel boxes (y0, x0, y1, x1), half-open, and scales for continuous locations.
 
 The preset's mean/std standardisation, ``(images - mean) / std``, is part of the signature, so a client never
 needs saccade_zoo. The batch axis is dynamic in the SavedModel and in the TFLite files.
@@ -15,8 +16,6 @@ import numpy as np
 import keras
 import tensorflow as tf
 
-# Model outputs passed through to the signature, in this order (whichever the model has).
-PASSTHROUGH_OUTPUTS = ("step_logits", "locations", "boxes")
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "images"
 
@@ -29,30 +28,21 @@ def _model_image_shape(model):
 def resolve_preprocessing(model, preprocessing=None):
     """The preprocessing dict ({image_size, channels, mean, std, value_range}) to bake into the signature.
 
-    Taken, in order, from ``preprocessing`` (a dict or a preset name), the model's ``preset`` attribute (set by
-    ``saccade_zoo.build``), or the registry's presets of the same input shape when they all agree.
+    Taken from ``preprocessing`` (a dict or a preset name) when given, else from the model's own metadata (set by
+    ``saccade_zoo.build`` and saved with the model); a model without either is refused.
     """
-    from saccade_zoo.registry import get_preset, list_models
+    from saccade_zoo.registry import get_preset
 
     if isinstance(preprocessing, str):
         preprocessing = get_preset(preprocessing)["preprocessing"]
-    if preprocessing is None and getattr(model, "preset", None):
-        preprocessing = get_preset(model.preset)["preprocessing"]
+    if preprocessing is None:
+        preprocessing = getattr(model, "preprocessing", None)
     height, width, channels = _model_image_shape(model)
     if preprocessing is None:
-        found = {}
-        for name in list_models():
-            info = get_preset(name)
-            pre = info["preprocessing"]
-            if pre["image_size"] == height and pre["channels"] == channels and height == width:
-                found[(tuple(pre["mean"]), tuple(pre["std"]))] = pre
-        if len(found) != 1:
-            raise ValueError(
-                f"Cannot tell the preprocessing (mean/std) of model '{model.name}' with input shape "
-                f"{(height, width, channels)}: {'no preset has' if not found else 'several presets have'} that "
-                "input shape. Pass preprocessing= (a preset name or a dict with mean and std)."
-            )
-        preprocessing = next(iter(found.values()))
+        raise ValueError(
+            f"Model '{model.name}' carries no preprocessing (it was not built from a preset): pass preprocessing= "
+            "(a preset name or a dict with mean and std; tools/export.py: --preset)."
+        )
     preprocessing = dict(preprocessing)
     missing = [k for k in ("mean", "std") if k not in preprocessing]
     if missing:
@@ -75,19 +65,23 @@ def resolve_preprocessing(model, preprocessing=None):
 
 
 def output_names(model):
-    """Names of the signature's outputs for this model."""
+    """Names of the signature's outputs for this model: logits, probabilities, then the rest of its contract's
+    outputs (not a family's extra ones)."""
     outputs = model.output if isinstance(model.output, dict) else None
-    if outputs is None or "logits" not in outputs:
+    if outputs is None or "logits" not in outputs or not hasattr(model, "contract"):
         raise ValueError(
-            f"Model '{model.name}' must return a dict with a 'logits' output to be exported; "
-            f"got {type(model.output).__name__}."
+            f"Model '{model.name}' must be a saccade_zoo model returning a dict with a 'logits' output to be "
+            f"exported; got {type(model).__name__} returning {type(model.output).__name__}."
         )
-    return ["logits", "probabilities"] + [k for k in PASSTHROUGH_OUTPUTS if k in outputs]
+    contract = model.contract
+    extra = {name for name, _, _ in contract.extra_outputs}
+    return ["logits", "probabilities"] + [k for k in contract.output_specs() if k != "logits" and k not in extra]
 
 
 def serving_function(model, preprocessing):
     """A plain function images -> dict of named outputs (standardisation inside, inference mode)."""
     names = output_names(model)
+    multi_label = model.contract.multi_label
     channels = preprocessing["channels"]
     mean = np.asarray(preprocessing["mean"], "float32") * np.ones(channels, "float32")
     std = np.asarray(preprocessing["std"], "float32") * np.ones(channels, "float32")
@@ -98,7 +92,8 @@ def serving_function(model, preprocessing):
         if not identity:
             x = (x - tf.constant(mean)) / tf.constant(std)
         out = model(x, training=False)
-        result = {"logits": out["logits"], "probabilities": tf.nn.softmax(out["logits"], axis=-1)}
+        probabilities = tf.sigmoid(out["logits"]) if multi_label else tf.nn.softmax(out["logits"], axis=-1)
+        result = {"logits": out["logits"], "probabilities": probabilities}
         for key in names[2:]:
             result[key] = out[key]
         return result

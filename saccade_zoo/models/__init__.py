@@ -1,0 +1,13 @@
+"""The zoo's model families, one folder each (``models/<family>/``: the model(s), the family's own layers and loss
+terms, and ``presets.py``, which registers the family's presets). Importing this package registers every family's
+presets with `saccade_zoo.registry` and every model class with Keras.
+
+Adding a family: see README.md, "Adding a model".
+"""
+from saccade_zoo.models.bagnet import presets as _bagnet_presets  # noqa: F401
+from saccade_zoo.models.bagnet.backbone import BagNet
+from saccade_zoo.models.base import GlimpseModel, ZooModel
+from saccade_zoo.models.saccader import presets as _saccader_presets  # noqa: F401
+from saccade_zoo.models.saccader.saccader import BagNetGlimpseModel, PolicyClassifier, Saccader
+
+__all__ = ["BagNet", "BagNetGlimpseModel", "GlimpseModel", "PolicyClassifier", "Saccader", "ZooModel"]

@@ -1,14 +1,23 @@
-"""Shared base of the zoo's models: a keras.Model subclass that holds a functional graph.
+"""Shared bases of the zoo's models: `ZooModel` (a keras.Model subclass that holds a functional graph, validates its
+image input and carries its preset) and `GlimpseModel` (the public base of every attention classifier).
 
-Follows the keras-hub Backbone pattern: the graph is built in ``__init__``, ``get_config`` returns only
-the constructor arguments and ``from_config`` is ``cls(**config)`` (nested models are serialized with
-``keras.saving.serialize_keras_object``). Image inputs are validated before they reach TensorFlow, so bad input
-gets a ValueError that names the problem.
+Both follow the keras-hub Backbone pattern: the graph is built in ``__init__``, ``get_config`` returns only the
+constructor arguments (each subclass's ``_constructor_config()`` plus ``name``, ``trainable`` and ``metadata``) and
+``from_config`` is ``cls(**config)`` (nested models are serialized with ``keras.saving.serialize_keras_object``).
+Image inputs are validated before they reach TensorFlow, so bad input gets a ValueError that names the problem.
+
+**The preset travels with the model.** ``metadata`` (set by `saccade_zoo.build`, saved in the config) holds the
+preset name, its preprocessing (mean/std, value range) and the class names, so a reloaded ``.keras`` file exports,
+evaluates and trains with no ``--preset`` flag.
 """
+import copy
+
 import numpy as np
 
 import keras
 import tensorflow as tf
+
+from saccade_zoo.contract import OutputContract
 
 
 def _is_concrete(x):
@@ -17,11 +26,14 @@ def _is_concrete(x):
     return isinstance(x, np.ndarray) or (tf.is_tensor(x) and tf.executing_eagerly() and hasattr(x, "numpy"))
 
 
-def check_images(x, image_shape, receptive_field, where):
-    """Validate a batch of images against a model's input spec; raise ValueError naming the problem.
+def check_model_input(x, image_shape, where, min_size=None, min_size_reason="one receptive field"):
+    """Validate a batch of *model-ready* images (float, standardised) against a model's input spec; raise a
+    ValueError naming the problem. (The exporter's `saccade_zoo.export.core.check_raw_pixels` validates raw
+    [0, 1] pixels instead.)
 
-    Static checks (rank, size, channels, dtype) run on any tensor; the NaN/Inf check runs on concrete
-    values (NumPy arrays, eager tensors), i.e. wherever the values are known before tracing.
+    Static checks (rank, size, channels, dtype) run on any tensor; the NaN/Inf check runs on concrete values
+    (NumPy arrays, eager tensors), i.e. wherever the values are known before tracing. ``min_size``: the smallest
+    side the model can see at all (a BagNet's receptive field), reported before the exact-size check.
     """
     if isinstance(x, (list, tuple)) and not isinstance(x, np.ndarray):
         x = np.asarray(x)
@@ -46,9 +58,9 @@ def check_images(x, image_shape, receptive_field, where):
     for size, expected, axis in ((shape[1], height, "height"), (shape[2], width, "width")):
         if size is None:
             continue
-        if size < receptive_field:
+        if min_size is not None and size < min_size:
             raise ValueError(
-                f"{where}: image {axis} {size} is smaller than one receptive field ({receptive_field} px); "
+                f"{where}: image {axis} {size} is smaller than {min_size_reason} ({min_size} px); "
                 f"the model needs {height}x{width} images."
             )
         if size != expected:
@@ -60,24 +72,83 @@ def check_images(x, image_shape, receptive_field, where):
     return x
 
 
-_MODEL_KWARGS = ("trainable", "dtype")
+_MODEL_KWARGS = ("trainable", "dtype", "metadata")
 
 
 def reject_unknown_kwargs(cls_name, kwargs):
-    """Models accept their own arguments plus keras.Model's `name`, `trainable`, `dtype`; anything else is a
-    typo or a misrouted preset override, which must not pass silently."""
+    """Models accept their own arguments plus keras.Model's `name`, `trainable`, `dtype` and the zoo's `metadata`;
+    anything else is a typo or a misrouted preset override, which must not pass silently."""
     unknown = sorted(set(kwargs) - set(_MODEL_KWARGS))
     if unknown:
         raise TypeError(f"{cls_name} got unexpected keyword argument(s): {', '.join(unknown)}.")
 
 
-class ZooModel(keras.Model):
-    """Functional zoo model with validated image input. Subclasses call ``_finish_init`` at the end."""
+METADATA_KEYS = ("preset", "preprocessing", "class_names")
 
+
+def clean_metadata(metadata):
+    """A JSON-able copy of a model's metadata: ``preset`` (name), ``preprocessing`` (dict with mean, std,
+    value_range, image_size, channels) and ``class_names`` (list of str); unknown keys are refused."""
+    metadata = copy.deepcopy(dict(metadata or {}))
+    unknown = sorted(set(metadata) - set(METADATA_KEYS))
+    if unknown:
+        raise ValueError(f"Unknown model metadata {unknown}; known keys: {', '.join(METADATA_KEYS)}.")
+    if metadata.get("class_names") is not None:
+        metadata["class_names"] = [str(n) for n in metadata["class_names"]]
+    if metadata.get("preprocessing") is not None:
+        metadata["preprocessing"] = {k: list(v) if isinstance(v, tuple) else v
+                                     for k, v in dict(metadata["preprocessing"]).items()}
+    return metadata
+
+
+class ZooModel(keras.Model):
+    """Functional zoo model with validated image input, a declared output contract and the metadata of its preset.
+
+    Subclasses build their graph in ``__init__``, pass ``**kwargs`` (which may hold ``metadata``) to
+    ``super().__init__(inputs=..., outputs=..., name=...)``, and define ``_constructor_config()`` and
+    ``output_contract()``. ``min_input_size`` (None here) is the smallest image side the model can see at all.
+    """
+
+    min_input_size = None
+
+    def __init__(self, *args, metadata=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.metadata = clean_metadata(metadata)
+
+    # ------------------------------------------------------------------------------------------ preset metadata
+    @property
+    def preset(self):
+        return self.metadata.get("preset")
+
+    @property
+    def preprocessing(self):
+        """The preset's preprocessing (mean, std on [0, 1] pixels, value range), or None if unknown."""
+        return self.metadata.get("preprocessing")
+
+    @property
+    def class_names(self):
+        """The class names this model was built or trained with ("class_0", ... when unknown)."""
+        names = self.metadata.get("class_names")
+        return list(names) if names else [f"class_{i}" for i in range(self.num_classes)]
+
+    # ------------------------------------------------------------------------------------------------ contract
+    def output_contract(self):
+        raise NotImplementedError
+
+    @property
+    def contract(self):
+        """The `saccade_zoo.contract.OutputContract` of this model's outputs."""
+        return self.output_contract()
+
+    @property
+    def num_classes(self):
+        return int(self.output["logits"].shape[-1])
+
+    # ------------------------------------------------------------------------------------------------- input
     def _validate(self, x):
         if isinstance(x, dict):
             x = x.get("images", next(iter(x.values())))
-        check_images(x, self.image_shape, self.receptive_field, f"{type(self).__name__} '{self.name}'")
+        check_model_input(x, self.image_shape, f"{type(self).__name__} '{self.name}'", self.min_input_size)
 
     @property
     def image_shape(self):
@@ -93,9 +164,50 @@ class ZooModel(keras.Model):
             self._validate(x)
         return super().predict(x, *args, **kwargs)
 
+    # ----------------------------------------------------------------------------------------------- config
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, **self._constructor_config()}
+        config = {"name": self.name, "trainable": self.trainable, **self._constructor_config()}
+        if self.metadata:
+            config["metadata"] = copy.deepcopy(self.metadata)
+        return config
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+class GlimpseModel(ZooModel):
+    """Public base of the zoo's attention classifiers (every family): a model that looks at ``num_glimpses``
+    glimpses and returns the outputs of its `OutputContract` (``logits``, ``step_logits``, ``locations``,
+    ``boxes``, ...).
+
+    A family defines ``location_kind`` ("grid" or "continuous"), ``_constructor_config()`` with a
+    ``num_glimpses`` entry, and, if its outputs are multi-label, ``activation = "sigmoid"``. ``with_glimpses(n)``
+    copies the model (same weights) with another number of glimpses; a family whose glimpse count is bounded
+    overrides ``_check_num_glimpses``.
+    """
+
+    location_kind = "grid"
+    extra_outputs = ()
+
+    @property
+    def activation(self):
+        return getattr(self, "_activation", "softmax")
+
+    def output_contract(self):
+        return OutputContract(num_classes=self.num_classes, num_glimpses=self.num_glimpses,
+                              location_kind=self.location_kind, activation=self.activation,
+                              extra_outputs=tuple(self.extra_outputs))
+
+    def _check_num_glimpses(self, num_glimpses):
+        if int(num_glimpses) < 1:
+            raise ValueError(f"num_glimpses must be >= 1, got {num_glimpses}.")
+
+    def with_glimpses(self, num_glimpses):
+        """A copy of this model (same weights) that takes ``num_glimpses`` glimpses; no retraining needed."""
+        self._check_num_glimpses(num_glimpses)
+        config = self.get_config()
+        config["num_glimpses"] = int(num_glimpses)
+        clone = type(self).from_config(config)
+        clone.set_weights(self.get_weights())
+        return clone

@@ -1,7 +1,8 @@
-"""Training: the Saccader paper's losses, keyed sampling, the staged train steps, schedules and callbacks."""
-from saccade_zoo.training.losses import (aggregated_cross_entropy, l2_penalty, location_targets,
-                                         reinforce_loss)
-from saccade_zoo.training.staged import STAGES, StagedTrainingMixin
+"""Training: loss terms shared by the families, keyed sampling, the staged train steps (each model declares its
+stages), the divergence guard, resumable stage runs and distribution helpers."""
+from saccade_zoo.training.guard import DivergenceGuard, TrainingDiverged
+from saccade_zoo.training.losses import aggregated_cross_entropy, correct, l2_penalty, penalised_kernels
+from saccade_zoo.training.staged import Stage, StagedTrainingMixin
 
-__all__ = ["STAGES", "StagedTrainingMixin", "aggregated_cross_entropy", "l2_penalty", "location_targets",
-           "reinforce_loss"]
+__all__ = ["DivergenceGuard", "Stage", "StagedTrainingMixin", "TrainingDiverged", "aggregated_cross_entropy",
+           "correct", "l2_penalty", "penalised_kernels"]

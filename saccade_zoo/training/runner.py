@@ -15,7 +15,6 @@ import keras
 import tensorflow as tf
 
 from saccade_zoo.training.guard import DivergenceGuard
-from saccade_zoo.training.staged import STAGES
 
 
 def epoch_order(num_examples, seed, stage_index, epoch):
@@ -38,8 +37,9 @@ def batch_stream(images, labels, batch_size, seed, stage_index, start_step, stop
             index = np.sort(order[offset * batch_size:(offset + 1) * batch_size])
             yield images[index], labels[index]
 
+    labels = np.asarray(labels)  # (N,) integer classes or (N, C) multi-hot vectors
     spec = (tf.TensorSpec((batch_size,) + images.shape[1:], tf.float32),
-            tf.TensorSpec((batch_size,), tf.int64))
+            tf.TensorSpec((batch_size,) + labels.shape[1:], tf.as_dtype(labels.dtype)))
     return tf.data.Dataset.from_generator(generate, output_signature=spec).prefetch(2)
 
 
@@ -97,8 +97,8 @@ def train_stage(model, stage, train, out_dir, epochs, batch_size, optimizer="sgd
 
     Args:
         model: the model to start from (ignored when the stage's checkpoint or final model exists).
-        stage: "representation", "location" or "policy".
-        train: (images float32 (N, H, W, C), labels int (N,)).
+        stage: the name of one of the model's declared stages (``model.stages``).
+        train: (images float32 (N, H, W, C), labels: int (N,) classes or (N, C) multi-hot vectors).
         out_dir: the run's folder; the stage writes ``<out_dir>/<stage>/`` (checkpoint.keras, final.keras,
             history.json, settings.json, guard.json) and TensorBoard logs to ``<out_dir>/tensorboard/<stage>``.
         validation: optional (images, labels) evaluated after each epoch.
@@ -111,8 +111,7 @@ def train_stage(model, stage, train, out_dir, epochs, batch_size, optimizer="sgd
     divergence takes effect). Raises `saccade_zoo.training.guard.TrainingDiverged` when the loss or the weights
     become non-finite or explode; the last good checkpoint stays, and no final model is written.
     """
-    if stage not in STAGES:
-        raise ValueError(f"Unknown stage {stage!r}; choose from {STAGES}.")
+    declared = type(model).stage(stage)  # a ValueError naming the model's stages otherwise
     stage_dir = os.path.join(out_dir, stage)
     os.makedirs(stage_dir, exist_ok=True)
     final_path = os.path.join(stage_dir, "final.keras")
@@ -156,7 +155,7 @@ def train_stage(model, stage, train, out_dir, epochs, batch_size, optimizer="sgd
                  keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard", stage), update_freq="epoch"),
                  _StopAtEpochEnd()]
     history = _read_json(os.path.join(stage_dir, "history.json"))
-    stage_index = STAGES.index(stage)
+    stage_index = [s.name for s in type(model).stages].index(declared.name)
     while start < total:
         epoch, offset = divmod(start, steps_per_epoch)
         stop = (epoch + 1) * steps_per_epoch

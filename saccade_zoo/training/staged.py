@@ -1,27 +1,51 @@
-"""Staged training through ``model.fit``: ``model.compile(optimizer, stage=...)`` picks one of the Saccader
-paper's three training steps (section 3.2); ``train_step`` / ``test_step`` implement it.
+"""Staged training through ``model.fit``: ``model.compile(optimizer, stage=...)`` picks one of the training
+stages the model declares (the Saccader paper's three steps, section 3.2, for a Saccader); ``train_step`` /
+``test_step`` implement it.
+
+Each model class declares its stages (``stages``: a tuple of `Stage`, in training order): a name, what it does,
+the metrics it reports and its options with their defaults. ``compile`` accepts exactly those options (plus the
+weight penalty's, common to all) and Keras' own compile arguments, and refuses anything else by name;
+``tools/train.py`` reads the same declarations to run every stage a model has.
 
 Under a ``tf.distribute`` strategy every term is scaled for the global batch: per-example terms are summed
 over the local batch and divided by the global batch size, the weight penalty is divided by the number of
 replicas (gradients are summed over replicas), and the REINFORCE baseline is the mean reward of the *global*
 batch (an all-reduce). With synchronized BatchNorm and keyed sampling, N replicas give the weights of 1 device.
 """
+import dataclasses
+
 import keras
 import tensorflow as tf
 
-from saccade_zoo.training.losses import l2_penalty, location_objective_scale
+from saccade_zoo.training.losses import l2_penalty
 
-STAGES = ("representation", "location", "policy")
+# Options every stage takes: lambda of the weight penalty and its form (see `l2_penalty`).
+COMMON_OPTIONS = {"weight_decay": 1e-4, "l2_reduction": "sum"}
+# Keras' own compile arguments, passed through.
+_KERAS_COMPILE = ("run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss")
 
-# Metrics reported by each stage (loss first).
-STAGE_METRICS = {
-    "representation": ("loss", "ce", "l2", "accuracy"),
-    "location": ("loss", "location_ce", "l2", "location_accuracy"),
-    "policy": ("loss", "reinforce", "ce", "l2", "reward", "accuracy"),
-}
 
-_DEFAULTS = dict(stage="representation", weight_decay=1e-4, l2_reduction="sum", location_glimpses=12,
-                 num_glimpses=None, num_trajectories=2, reinforce_weight=1.0, sampling_seed=0)
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One training stage a model declares.
+
+    Attributes:
+        name: what ``compile(stage=...)`` and ``tools/train.py --steps`` call it.
+        description: one line for help texts and logs.
+        metrics: names reported by fit (loss first).
+        options: option name -> default (besides `COMMON_OPTIONS`).
+        epochs, learning_rate: the quick-start defaults of ``tools/train.py`` for this stage.
+    """
+
+    name: str
+    description: str
+    metrics: tuple
+    options: dict = dataclasses.field(default_factory=dict)
+    epochs: int = 1
+    learning_rate: float = 0.1
+
+    def all_options(self):
+        return {**COMMON_OPTIONS, **self.options}
 
 
 def global_mean(values):
@@ -33,16 +57,25 @@ def global_mean(values):
     return total / count
 
 
-def unpack_labels(y):
+def unpack_labels(y, contract):
+    """Labels as the model's contract wants them: int32 (B,) class indices for a "softmax" model, float32 (B, C)
+    multi-hot vectors for a "sigmoid" (multi-label) one; anything else is a ValueError naming the mismatch."""
     if y is None:
         raise ValueError("Training a saccade_zoo classifier needs labels: fit(x, y) or a dataset of (images, labels).")
     y = tf.convert_to_tensor(y)
+    if contract.multi_label:
+        if y.shape.rank != 2 or (y.shape[-1] is not None and y.shape[-1] != contract.num_classes):
+            raise ValueError(
+                f"This multi-label model takes multi-hot labels of shape (batch, {contract.num_classes}), got "
+                f"{y.dtype.name} {tuple(y.shape)}. (Integer class labels need a model with activation='softmax'.)")
+        return tf.cast(y, tf.float32)
     if y.shape.rank == 2 and y.shape[-1] == 1:
         y = y[:, 0]
     if y.shape.rank != 1 or y.dtype.is_floating:
         raise ValueError(
             f"Labels must be integer class indices of shape (batch,), got {y.dtype.name} {tuple(y.shape)}. "
-            "(Multi-hot targets such as two-item identification need a multi-label head; use task='sum' or 'single'.)"
+            "(Multi-hot targets such as two-item identification need a multi-label model: build it with "
+            "activation='sigmoid'.)"
         )
     return tf.cast(y, tf.int32)
 
@@ -50,56 +83,69 @@ def unpack_labels(y):
 class StagedTrainingMixin:
     """Adds ``compile(stage=...)`` and staged ``train_step`` / ``test_step`` to a zoo model.
 
-    A model provides ``supported_stages``, ``_stage_variables(stage)`` and
+    A model provides ``stages`` (a tuple of `Stage`), ``_stage_variables(stage)`` and
     ``_stage_terms(stage, images, labels, training, options)``, which returns a dict with
-    ``per_example`` (name -> (B,) loss terms, summed into the loss), ``penalised`` (variables for the
-    weight penalty) and ``stats`` (name -> (B,) values averaged into metrics).
+    ``per_example`` (name -> (B,) loss terms, summed into the loss), ``penalised`` (the variables of the
+    weight penalty), ``stats`` (name -> (B,) values averaged into metrics) and optionally ``scale`` (a factor on
+    the whole objective). ``_check_stage_options(stage, options)`` may refuse bad option values.
     """
 
-    supported_stages = ("representation",)
+    stages = ()
 
-    def compile(self, optimizer="sgd", stage="representation", weight_decay=1e-4, l2_reduction="sum",
-                location_glimpses=12, num_glimpses=None, num_trajectories=2, reinforce_weight=1.0, sampling_seed=0,
-                location_objective="mean", **kwargs):
-        """Configure one training step of the paper.
+    @classmethod
+    def stage(cls, name):
+        """The declared `Stage` called ``name``; a ValueError listing the stages otherwise."""
+        for stage in cls.stages:
+            if stage.name == name:
+                return stage
+        names = ", ".join(s.name for s in cls.stages) or "none: it is evaluated, not trained"
+        raise ValueError(f"{cls.__name__} has no training stage {name!r}; its stages: {names}.")
+
+    @property
+    def stage_names(self):
+        return tuple(s.name for s in self.stages)
+
+    def compile(self, optimizer="sgd", stage=None, **kwargs):
+        """Configure one of the model's training stages.
 
         Args:
-            optimizer: any Keras optimizer (the paper: SGD with Nesterov momentum 0.9).
-            stage: "representation" (Eq. 4: BagNet on all locations), "location" (Eq. 5: location
-                pretraining, BagNet frozen) or "policy" (Eq. 6: REINFORCE + cross entropy on the glimpses).
-            weight_decay: lambda (= nu) of the weight penalty; ``l2_reduction`` "sum" is the paper's
-                lambda/2 * sum(theta^2), "mean" the reference code's mean squared weight.
-            location_glimpses: T of location pretraining (12 in the paper).
-            location_objective: "mean" (default): location pretraining minimises Eq. 5 divided by T (per-step
-                cross entropy averaged over the T steps, penalty nu / T: the same minimiser, a T times smaller
-                gradient); "sum": Eq. 5 as written. See `saccade_zoo.training.losses.location_objective_scale`.
-            num_glimpses: T of the policy step (default: the model's, 6 in the paper).
-            num_trajectories: S sampled trajectories per image in the policy step (2 in the paper).
-            reinforce_weight: weight of the REINFORCE term (1 in Eq. 6).
-            sampling_seed: salt of the keyed trajectory sampling.
-            **kwargs: passed to ``keras.Model.compile`` (``run_eagerly``, ``jit_compile``, ``steps_per_execution``).
-                ``jit_compile`` defaults to False (Keras' "auto" would turn XLA on with a GPU, and the policy
-                step's keyed sampling uses ``tf.fingerprint``, which XLA cannot compile).
+            optimizer: any Keras optimizer (the Saccader paper: SGD with Nesterov momentum 0.9).
+            stage: the name of one of ``self.stages`` (default: the first).
+            **kwargs: the stage's options (see ``type(model).stage(name).all_options()``: ``weight_decay`` and
+                ``l2_reduction`` for every stage, plus the stage's own, e.g. ``location_glimpses``), and Keras'
+                compile arguments ``run_eagerly``, ``steps_per_execution``, ``jit_compile``. ``jit_compile``
+                defaults to False (Keras' "auto" would turn XLA on with a GPU, and the policy step's keyed sampling
+                uses ``tf.fingerprint``, which XLA cannot compile). The stage defines the loss and metrics, so
+                ``loss``/``metrics`` are refused.
         """
-        kwargs.setdefault("jit_compile", False)
-        if stage not in self.supported_stages:
-            raise ValueError(f"{type(self).__name__} trains the stages {self.supported_stages}; got stage={stage!r}.")
+        if not self.stages:
+            raise ValueError(f"{type(self).__name__} has no training stages: it is evaluated, not trained.")
+        declared = self.stage(stage or self.stages[0].name)
         for key in ("loss", "metrics", "loss_weights", "weighted_metrics"):
             if kwargs.get(key) is not None:
                 raise ValueError(f"{type(self).__name__}.compile takes no `{key}`: the stage defines its loss and metrics.")
             kwargs.pop(key, None)
-        location_objective_scale(location_objective, 1)  # validates the name
-        if int(num_trajectories) < 1:
-            raise ValueError(f"num_trajectories must be >= 1, got {num_trajectories}.")
-        super().compile(optimizer=optimizer, **kwargs)
-        self.training_options = dict(
-            stage=stage, weight_decay=float(weight_decay), l2_reduction=l2_reduction,
-            location_glimpses=int(location_glimpses), num_glimpses=None if num_glimpses is None else int(num_glimpses),
-            num_trajectories=int(num_trajectories), reinforce_weight=float(reinforce_weight),
-            sampling_seed=int(sampling_seed), location_objective=location_objective,
-        )
-        self._stage_trackers = [keras.metrics.Mean(name=name) for name in STAGE_METRICS[stage]]
+        keras_kwargs = {k: kwargs.pop(k) for k in _KERAS_COMPILE if k in kwargs}
+        keras_kwargs.setdefault("jit_compile", False)
+        defaults = declared.all_options()
+        unknown = sorted(set(kwargs) - set(defaults))
+        if unknown:
+            raise TypeError(f"Stage {declared.name!r} of {type(self).__name__} has no option(s) {', '.join(unknown)}; "
+                            f"its options: {', '.join(sorted(defaults))}.")
+        options = {**defaults, **kwargs}
+        if options["l2_reduction"] not in ("sum", "mean"):
+            raise ValueError(f"l2_reduction must be 'sum' (paper) or 'mean' (reference code), got "
+                             f"{options['l2_reduction']!r}.")
+        options["weight_decay"] = float(options["weight_decay"])
+        options = self._check_stage_options(declared.name, options)
+        super().compile(optimizer=optimizer, **keras_kwargs)
+        self.training_options = dict(stage=declared.name, **options)
+        self._stage_trackers = [keras.metrics.Mean(name=name) for name in declared.metrics]
         self.optimizer.build(self.trainable_variables)
+
+    def _check_stage_options(self, stage, options):
+        """Validate (and normalise) a stage's options; returns them."""
+        return options
 
     @property
     def metrics(self):
@@ -113,14 +159,18 @@ class StagedTrainingMixin:
 
     def compile_from_config(self, config):
         config = dict(config)
-        options = config.pop("saccade_zoo_training", {})
+        options = dict(config.pop("saccade_zoo_training", {}))
         config = keras.saving.deserialize_keras_object(config)
         kwargs = {k: config[k] for k in ("optimizer", "run_eagerly", "steps_per_execution", "jit_compile") if k in config}
-        self.compile(**kwargs, **options)
+        stage = options.pop("stage", None)
+        if stage is not None:  # files of older versions saved every stage's options: keep the stage's own
+            known = self.stage(stage).all_options()
+            options = {k: v for k, v in options.items() if k in known}
+        self.compile(**kwargs, stage=stage, **options)
 
     def _run_stage(self, data, training):
         images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
-        labels = unpack_labels(labels)
+        labels = unpack_labels(labels, self.contract)
         options = self.training_options
         terms = self._stage_terms(options["stage"], images, labels, training, options)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync

@@ -1,10 +1,11 @@
 """BagNet with a restricted receptive field (Brendel & Bethge 2019), in Saccader's BagNet-lowD form."""
 import keras
 
-from saccade_zoo.layers.bagnet_block import BN_EPSILON, BN_MOMENTUM, BagNetBlock, batch_norm
+from saccade_zoo.models.bagnet.blocks import BN_EPSILON, BN_MOMENTUM, BagNetBlock, batch_norm
+from saccade_zoo.contract import ACTIVATIONS, OutputContract
 from saccade_zoo.models.base import ZooModel, reject_unknown_kwargs
-from saccade_zoo.training.losses import aggregated_cross_entropy, correct
-from saccade_zoo.training.staged import StagedTrainingMixin
+from saccade_zoo.training.losses import aggregated_cross_entropy, correct, penalised_kernels
+from saccade_zoo.training.staged import Stage, StagedTrainingMixin
 
 # kernel3 (how many 3x3 blocks lead each group) for the standard receptive fields.
 KERNEL3 = {9: (1, 1, 0, 0), 17: (1, 1, 1, 0), 33: (1, 1, 1, 1), 77: (2, 2, 2, 2)}
@@ -40,7 +41,8 @@ class BagNet(StagedTrainingMixin, ZooModel):
     global-batch BatchNorm statistics under a tf.distribute strategy (N replicas then train exactly as one).
 
     Trains through ``fit`` after ``compile(optimizer, stage="representation")`` (paper Eq. 4: cross entropy
-    on the class scores aggregated over all locations, plus the weight penalty).
+    on the class scores aggregated over all locations, plus the weight penalty). ``activation="sigmoid"`` makes
+    it a multi-label classifier (multi-hot labels, sigmoid cross entropy of the aggregated scores).
 
     Outputs (dict): ``logits`` (B, C), ``logits_map`` (B, h, w, C), ``features`` (B, h, w, 2048 for
     expansion 4 and planes[-1] = 512), ``what`` (B, h, w, lowd_dim).
@@ -66,10 +68,13 @@ class BagNet(StagedTrainingMixin, ZooModel):
         bn_momentum=BN_MOMENTUM,
         bn_epsilon=BN_EPSILON,
         synchronized_bn=False,
+        activation="softmax",
         name="bagnet",
         **kwargs,
     ):
         reject_unknown_kwargs(type(self).__name__, kwargs)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
         image_shape = tuple(int(d) for d in image_shape)
         blocks, planes, kernel3, strides = (tuple(int(v) for v in s) for s in (blocks, planes, kernel3, strides))
         if len(image_shape) != 3:
@@ -125,10 +130,10 @@ class BagNet(StagedTrainingMixin, ZooModel):
         if dtype is not None:  # keras.Model's functional __init__ drops `dtype` (keras-hub's Backbone does this too)
             self.dtype_policy = keras.dtype_policies.get(dtype)
 
-        self.num_classes = int(num_classes)
         self.blocks, self.planes, self.kernel3, self.strides = blocks, planes, kernel3, strides
         self.stem_filters, self.expansion, self.lowd_dim = int(stem_filters), int(expansion), lowd_dim
         self.bn_momentum, self.bn_epsilon, self.synchronized_bn = bn_momentum, bn_epsilon, bool(synchronized_bn)
+        self.activation = activation
         self.receptive_field, self.stride = field, stride
         self.grid_shape = tuple(int(d) for d in logits_map.shape[1:3])
 
@@ -146,14 +151,29 @@ class BagNet(StagedTrainingMixin, ZooModel):
             "bn_momentum": self.bn_momentum,
             "bn_epsilon": self.bn_epsilon,
             "synchronized_bn": self.synchronized_bn,
+            "activation": self.activation,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
+
+    @property
+    def min_input_size(self):
+        return self.receptive_field
+
+    def output_contract(self):
+        """A full-image classifier: ``logits`` plus the maps a glimpse model reads."""
+        return OutputContract(num_classes=self.num_classes, num_glimpses=None, activation=self.activation,
+                              extra_outputs=(("logits_map", (None, None, self.num_classes), None),
+                                             ("features", (None, None, None), None), ("what", (None, None, None), None)))
+
+    # ------------------------------------------------------------------------------------------- training
+    stages = (Stage("representation", "Eq. 4: cross entropy of the class scores aggregated over all cells",
+                    ("loss", "ce", "l2", "accuracy"), epochs=4, learning_rate=0.1),)
 
     def _stage_variables(self, stage):
         return self.trainable_variables
 
     def _stage_terms(self, stage, images, labels, training, options):
         logits = self(images, training=training)["logits"]
-        return {"per_example": {"ce": aggregated_cross_entropy(logits, labels)},
-                "penalised": self.trainable_variables,
-                "stats": {"accuracy": correct(logits, labels)}}
+        return {"per_example": {"ce": aggregated_cross_entropy(logits, labels, self.activation)},
+                "penalised": penalised_kernels(self.trainable_variables),
+                "stats": {"accuracy": correct(logits, labels, self.activation)}}

@@ -2,7 +2,7 @@
 import keras
 from keras import ops
 
-from saccade_zoo.layers.bagnet_block import BN_EPSILON, BN_MOMENTUM, batch_norm
+from saccade_zoo.models.bagnet.blocks import BN_EPSILON, BN_MOMENTUM, batch_norm
 
 
 @keras.saving.register_keras_serializable(package="saccade_zoo")

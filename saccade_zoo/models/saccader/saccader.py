@@ -1,24 +1,34 @@
-"""Saccader (Elsayed, Kornblith, Le 2019): BagNet-lowD + attention network + mixing conv + Saccader cell."""
+"""Saccader (Elsayed, Kornblith, Le 2019): BagNet-lowD + attention network + mixing conv + Saccader cell; and the
+engineered-policy baselines on the same BagNet (`PolicyClassifier`)."""
+import collections
+
 import keras
 import tensorflow as tf
 
-from saccade_zoo.layers.attention import AttentionNetwork
-from saccade_zoo.layers.glimpse_readout import GlimpseReadout
-from saccade_zoo.layers.policies import EngineeredPolicy
-from saccade_zoo.layers.saccader_cell import SaccaderCell
-from saccade_zoo.models.base import ZooModel, reject_unknown_kwargs
-from saccade_zoo.training.losses import (aggregated_cross_entropy, correct, location_objective_scale, location_targets,
-                                        reinforce_loss)
+from saccade_zoo.contract import OutputContract
+from saccade_zoo.models.saccader.attention import AttentionNetwork
+from saccade_zoo.models.saccader.readout import GlimpseReadout
+from saccade_zoo.models.saccader.policies import EngineeredPolicy
+from saccade_zoo.models.saccader.cell import SaccaderCell
+from saccade_zoo.models.bagnet.backbone import BagNet
+from saccade_zoo.models.base import GlimpseModel, reject_unknown_kwargs
+from saccade_zoo.models.saccader.losses import (LOCATION_OBJECTIVES, location_objective_scale, location_targets,
+                                                reinforce_loss)
+from saccade_zoo.training.losses import aggregated_cross_entropy, correct, penalised_kernels
 from saccade_zoo.training.sampling import example_keys, keyed_gumbel
-from saccade_zoo.training.staged import StagedTrainingMixin, global_mean
+from saccade_zoo.training.staged import Stage, StagedTrainingMixin, global_mean
 
-OUTPUT_KEYS = ("logits", "step_logits", "locations", "boxes")
+# The outputs of a grid glimpse model, as the contract declares them.
+OUTPUT_KEYS = tuple(OutputContract(num_classes=1, num_glimpses=1, location_kind="grid").output_specs())
+
+# The Saccader's sub-networks, by name (what `Saccader.forward` runs).
+SaccaderParts = collections.namedtuple("SaccaderParts", "backbone attention where_what mixing cell readout")
 
 
 def _as_backbone(backbone):
     if isinstance(backbone, dict):
         backbone = keras.saving.deserialize_keras_object(backbone)
-    if not all(hasattr(backbone, a) for a in ("grid_shape", "receptive_field", "stride")):
+    if not isinstance(backbone, BagNet):
         raise ValueError(f"backbone must be a saccade_zoo BagNet, got {type(backbone).__name__}.")
     return backbone
 
@@ -32,11 +42,18 @@ def _check_glimpses(num_glimpses, grid_shape):
         )
 
 
-class _GlimpseModel(ZooModel):
-    """Common API of the zoo's glimpse classifiers built on a BagNet backbone."""
+class BagNetGlimpseModel(GlimpseModel):
+    """A glimpse model that reads a BagNet's logits map at grid cells (Saccader, engineered policies): grid
+    locations, at most one glimpse per cell, images at least one receptive field wide, the BagNet's activation."""
+
+    location_kind = "grid"
 
     @property
     def receptive_field(self):
+        return self.backbone.receptive_field
+
+    @property
+    def min_input_size(self):
         return self.backbone.receptive_field
 
     @property
@@ -44,26 +61,20 @@ class _GlimpseModel(ZooModel):
         return self.backbone.grid_shape
 
     @property
-    def num_classes(self):
-        return self.backbone.num_classes
+    def activation(self):
+        return self.backbone.activation
 
-    def with_glimpses(self, num_glimpses):
-        """A copy of this model (same weights) that takes `num_glimpses` glimpses; no retraining needed."""
+    def _check_num_glimpses(self, num_glimpses):
         _check_glimpses(num_glimpses, self.grid_shape)
-        config = self.get_config()
-        config["num_glimpses"] = int(num_glimpses)
-        clone = type(self).from_config(config)
-        clone.set_weights(self.get_weights())
-        return clone
 
     def with_policy(self, policy, num_glimpses=None, seed=None):
         """An engineered-policy classifier on this model's backbone (shared weights, not a copy)."""
         return PolicyClassifier(self.backbone, policy=policy, num_glimpses=num_glimpses or self.num_glimpses,
-                                seed=seed)
+                                seed=seed, metadata=self.metadata)
 
 
 @keras.saving.register_keras_serializable(package="saccade_zoo")
-class Saccader(StagedTrainingMixin, _GlimpseModel):
+class Saccader(StagedTrainingMixin, BagNetGlimpseModel):
     """The Saccader hard-attention classifier.
 
     Graph (paper Fig. 2, section 3.1): images -> BagNet-lowD -> {2048-d features, 512-d "what" features,
@@ -102,7 +113,7 @@ class Saccader(StagedTrainingMixin, _GlimpseModel):
         mixing = keras.layers.Conv2D(mixing_dim, 1, use_bias=True, name="mixing", dtype=dtype)
         cell = SaccaderCell(num_glimpses, seed=seed, name="saccader_cell", dtype="float32")
         readout = GlimpseReadout(backbone.stride, backbone.receptive_field, name="glimpse_readout", dtype="float32")
-        parts = (backbone, attention, concat, mixing, cell, readout)
+        parts = SaccaderParts(backbone, attention, concat, mixing, cell, readout)
 
         images = keras.Input(backbone.image_shape, name="images")
         outputs = self._forward(parts, images)
@@ -117,14 +128,13 @@ class Saccader(StagedTrainingMixin, _GlimpseModel):
     @staticmethod
     def _forward(parts, images, training=None, forced_locations=None, num_glimpses=None, sampling_noise=None,
                  backbone_training=None, bag=None):
-        backbone, attention, concat, mixing, cell, readout = parts
         if bag is None:
-            bag = backbone(images, training=training if backbone_training is None else backbone_training)
-        where = attention(bag["features"], training=training)
-        mixed = mixing(concat([where, bag["what"]]))
-        policy = cell(mixed, forced_locations=forced_locations, num_glimpses=num_glimpses,
-                      sampling_noise=sampling_noise, training=training)
-        glimpses = readout(bag["logits_map"], policy["locations"])
+            bag = parts.backbone(images, training=training if backbone_training is None else backbone_training)
+        where = parts.attention(bag["features"], training=training)
+        mixed = parts.mixing(parts.where_what([where, bag["what"]]))
+        policy = parts.cell(mixed, forced_locations=forced_locations, num_glimpses=num_glimpses,
+                            sampling_noise=sampling_noise, training=training)
+        glimpses = parts.readout(bag["logits_map"], policy["locations"])
         return {
             **glimpses,
             "cell_locations": policy["locations"],
@@ -144,10 +154,46 @@ class Saccader(StagedTrainingMixin, _GlimpseModel):
                              backbone_training, bag)
 
     def _parts(self):
-        return (self.backbone, self.attention_network, self.where_what, self.mixing, self.cell, self.readout)
+        return SaccaderParts(self.backbone, self.attention_network, self.where_what, self.mixing, self.cell,
+                             self.readout)
 
     # ------------------------------------------------------------------------------------------- training
-    supported_stages = ("representation", "location", "policy")
+    stages = (
+        BagNet.stages[0],  # Eq. 4 trains the BagNet alone: its own step
+        Stage("location", "Eq. 5: location pretraining on the BagNet's ranked cells (BagNet frozen)",
+              ("loss", "location_ce", "l2", "location_accuracy"),
+              options=dict(location_glimpses=12, location_objective="mean"), epochs=1, learning_rate=0.1),
+        Stage("policy", "Eq. 6: REINFORCE on sampled trajectories + cross entropy on the glimpses (whole model)",
+              ("loss", "reinforce", "ce", "l2", "reward", "accuracy"),
+              options=dict(num_glimpses=None, num_trajectories=2, reinforce_weight=1.0, sampling_seed=0),
+              epochs=2, learning_rate=0.01),
+    )
+
+    def _check_stage_options(self, stage, options):
+        """location_glimpses (T of Eq. 5, 12 in the paper), location_objective ("mean": Eq. 5 / T, default; "sum":
+        Eq. 5 as written; see `saccade_zoo.models.saccader.losses.location_objective_scale`); num_glimpses (T of
+        Eq. 6, default the model's), num_trajectories (S, 2 in the paper), reinforce_weight (1 in Eq. 6),
+        sampling_seed (salt of the keyed trajectory sampling)."""
+        if stage == "location":
+            if options["location_objective"] not in LOCATION_OBJECTIVES:
+                raise ValueError(f"location_objective must be one of {LOCATION_OBJECTIVES}, got "
+                                 f"{options['location_objective']!r}.")
+            options["location_glimpses"] = int(options["location_glimpses"])
+            _check_glimpses(options["location_glimpses"], self.grid_shape)
+        if stage == "policy":
+            if int(options["num_trajectories"]) < 1:
+                raise ValueError(f"num_trajectories must be >= 1, got {options['num_trajectories']}.")
+            options.update(num_trajectories=int(options["num_trajectories"]),
+                           reinforce_weight=float(options["reinforce_weight"]),
+                           sampling_seed=int(options["sampling_seed"]))
+            if options["num_glimpses"] is not None:
+                options["num_glimpses"] = int(options["num_glimpses"])
+                _check_glimpses(options["num_glimpses"], self.grid_shape)
+        return options
+
+    def penalised_variables(self):
+        """What the weight penalty sees in the policy step: every kernel and the cell's attention vector."""
+        return penalised_kernels(self.trainable_variables, extra=[self.cell.attention_vector])
 
     def location_variables(self):
         """The location network's trainable weights: attention network, mixing conv, Saccader cell."""
@@ -172,16 +218,17 @@ class Saccader(StagedTrainingMixin, _GlimpseModel):
             step_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=out["location_logits"])
             hits = tf.equal(tf.math.argmax(out["location_logits"], axis=-1, output_type=tf.int32), targets)
             return {"per_example": {"location_ce": tf.reduce_sum(step_ce, axis=1)},
-                    "penalised": self.location_variables(),
+                    "penalised": penalised_kernels(self.location_variables(), extra=[self.cell.attention_vector]),
                     "scale": location_objective_scale(options["location_objective"], steps),
                     "stats": {"location_accuracy": tf.reduce_mean(tf.cast(hits, tf.float32), axis=1)}}
         steps = options["num_glimpses"] or self.num_glimpses
         bag = self.backbone(images, training=training)
+        activation = self.activation
         if not training:  # evaluation: the argmax policy, no REINFORCE term
             out = self.forward(images, training=False, num_glimpses=steps, bag=bag)
-            accuracy = correct(out["logits"], labels)
-            return {"per_example": {"ce": aggregated_cross_entropy(out["step_logits"], labels)},
-                    "penalised": self.trainable_variables,
+            accuracy = correct(out["logits"], labels, activation)
+            return {"per_example": {"ce": aggregated_cross_entropy(out["step_logits"], labels, activation)},
+                    "penalised": self.penalised_variables(),
                     "stats": {"accuracy": accuracy, "reward": accuracy}}
         keys = example_keys(images)
         cells = self.grid_shape[0] * self.grid_shape[1]
@@ -189,15 +236,15 @@ class Saccader(StagedTrainingMixin, _GlimpseModel):
         for s in range(options["num_trajectories"]):
             noise = keyed_gumbel(keys, self.optimizer.iterations, s, (steps, cells), options["sampling_seed"])
             out = self.forward(images, training=True, num_glimpses=steps, sampling_noise=noise, bag=bag)
-            trajectories.append((out, correct(out["logits"], labels)))
+            trajectories.append((out, correct(out["logits"], labels, activation)))
         baseline = global_mean(tf.stack([reward for _, reward in trajectories]))
         reinforce = tf.add_n([reinforce_loss(out["location_logits"], out["cell_locations"], reward - baseline)
                               for out, reward in trajectories])
-        ce = tf.add_n([aggregated_cross_entropy(out["step_logits"], labels) for out, _ in trajectories])
+        ce = tf.add_n([aggregated_cross_entropy(out["step_logits"], labels, activation) for out, _ in trajectories])
         ce = ce / float(len(trajectories))
         reward = tf.add_n([reward for _, reward in trajectories]) / float(len(trajectories))
         return {"per_example": {"reinforce": options["reinforce_weight"] * reinforce, "ce": ce},
-                "penalised": self.trainable_variables,
+                "penalised": self.penalised_variables(),
                 "stats": {"reward": reward, "accuracy": reward}}
 
     def _constructor_config(self):
@@ -212,7 +259,7 @@ class Saccader(StagedTrainingMixin, _GlimpseModel):
 
 
 @keras.saving.register_keras_serializable(package="saccade_zoo")
-class PolicyClassifier(_GlimpseModel):
+class PolicyClassifier(BagNetGlimpseModel):
     """A BagNet read at the cells an engineered policy picks (paper section 4.1's baselines).
 
     Same outputs as `Saccader`, so every policy is evaluated through the same code. ``policy`` is one of
