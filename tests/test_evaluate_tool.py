@@ -65,3 +65,12 @@ def test_bare_bagnet_is_read_at_engineered_policies(saved):
 def test_bad_model_path_fails_clearly(tmp_path):
     run = evaluate(f"--model={tmp_path / 'missing.keras'}")
     assert run.returncode != 0 and "is not a file" in run.stderr
+
+
+def test_bare_bagnet_occlusion_uses_the_engineered_policies(saved):
+    out = saved / "eval_bagnet_occlusion"
+    run = evaluate(f"--model={saved / 'bagnet.keras'}", "--test_examples=16", "--glimpses=2", "--policies=center",
+                   f"--occlusion_model={saved / 'bagnet.keras'}", "--occlusion_glimpses=2", f"--output_dir={out}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    occlusion = json.loads((out / "results.json").read_text())["occlusion"]
+    assert set(occlusion) == {"judge", "glimpses", "unoccluded", "center"}

@@ -80,7 +80,9 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
 def test_bad_flags_fail_clearly(tmp_path):
     bad = subprocess.run(train_cmd(str(tmp_path)) + ["--steps=representation,reinforce"], env=env(),
                          capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "Unknown step 'reinforce'" in bad.stderr
+    assert bad.returncode != 0
+    assert "--steps: Saccader has no training stage 'reinforce'; its stages: representation, location, policy" \
+        in bad.stderr
     missing = subprocess.run(train_cmd(str(tmp_path)) + ["--data=idx", f"--data_dir={tmp_path}/nothing"], env=env(),
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0 and "apt-get install dataset-fashion-mnist" in missing.stderr

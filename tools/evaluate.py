@@ -69,10 +69,12 @@ def main(argv):
         candidates = {}
         if isinstance(model, saccade_zoo.GlimpseModel) and not isinstance(model, saccade_zoo.PolicyClassifier):
             candidates["learned"] = model.with_glimpses(FLAGS.occlusion_glimpses)
-        if hasattr(model, "with_policy"):
+        host = model  # the engineered policies run on a BagNet-based model's backbone, or on a bare BagNet
+        if isinstance(model, saccade_zoo.BagNet):
+            host = saccade_zoo.PolicyClassifier(model, num_glimpses=FLAGS.occlusion_glimpses, metadata=model.metadata)
+        if hasattr(host, "with_policy"):
             for policy in FLAGS.policies:
-                candidates[policy] = model.with_policy(policy, num_glimpses=FLAGS.occlusion_glimpses,
-                                                       seed=FLAGS.seed)
+                candidates[policy] = host.with_policy(policy, num_glimpses=FLAGS.occlusion_glimpses, seed=FLAGS.seed)
         for name, candidate in candidates.items():
             boxes = np.asarray(candidate.predict(images, batch_size=FLAGS.batch_size, verbose=0)["boxes"])
             results["occlusion"][name] = occlusion_accuracy(classify, images, targets, boxes, contract=contract)

@@ -140,7 +140,10 @@ def main(argv):
     if not getattr(model, "stages", ()):
         raise app.UsageError(f"Preset {FLAGS.preset} has no training stages: it is evaluated, not trained "
                              "(tools/evaluate.py). Train its backbone instead, e.g. --preset=bagnet33_cluttered100.")
-    stages = [model.stage(name) for name in (FLAGS.steps or model.stage_names)]
+    try:
+        stages = [model.stage(name) for name in (FLAGS.steps or model.stage_names)]
+    except ValueError as error:  # e.g. --steps=reinforce: name the model's stages
+        raise app.UsageError(f"--steps: {error}") from None
     epochs = per_stage(FLAGS.epochs, stages, "epochs", int, lambda s: s.epochs)
     rates = per_stage(FLAGS.learning_rate, stages, "learning_rate", float, lambda s: s.learning_rate)
     options = dict(weight_decay=FLAGS.weight_decay, location_glimpses=FLAGS.location_glimpses,
