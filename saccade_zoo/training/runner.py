@@ -1,5 +1,6 @@
 """Resumable staged training: a deterministic, skippable batch stream, step checkpoints, optimizers with a
-cosine schedule and warm-up, and `train_stage`, which runs (or resumes) one of the paper's steps.
+cosine schedule and warm-up, and `train_stage`, which runs (or resumes) one of the stages a model declares, under
+the divergence guard.
 
 A stage's state is one file, ``<stage_dir>/checkpoint.keras`` (weights, optimizer state and the compile
 setup, including the step counter). Batch ``g`` of a stage is a pure function of (seed, stage, g), so a run
