@@ -204,7 +204,7 @@ def test_glimpse_readout_gathers_and_boxes():
 # -------------------------------------------------------------------------------------------- EngineeredPolicy
 def numpy_sobel_stat(image, field, stride, variance):
     grey = image.mean(axis=-1)
-    padded = np.pad(grey, 1)
+    padded = np.pad(grey, 1, mode="reflect")  # as tf.image.sobel_edges
     kx = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], "float64")
     h, w = grey.shape
     gx = np.zeros((h, w))
@@ -252,6 +252,22 @@ def test_sobel_policies_match_numpy(policy):
         np.testing.assert_allclose(stat[b], expected, rtol=1e-3, atol=1e-4)
         chosen = layer(np.zeros((2, 4, 4, 3), "float32"), images)[b].numpy()
         np.testing.assert_array_equal(chosen, np.argsort(-expected.ravel(), kind="stable")[:4])
+
+
+def test_sobel_policies_pad_by_reflection_like_tf_image_sobel_edges():
+    # A flat image (a standardised background is not 0) has no edges anywhere, the border included: zero padding
+    # would put a false edge of height 4 * 0.7 along every side.
+    flat = np.full((1, 41, 41, 1), -0.7, "float32")
+    for policy in ("sobel_mean", "sobel_var"):
+        stat = EngineeredPolicy(policy, 4, 8, 17).sobel_map(flat, 4, 4).numpy()
+        np.testing.assert_allclose(stat, 0.0, atol=1e-6)
+    # The gradient magnitude equals tf.image.sobel_edges' on a random image (border cells included).
+    images = np.random.rand(1, 41, 41, 1).astype("float32")
+    edges = tf.image.sobel_edges(tf.constant(images)).numpy()[0, :, :, 0]  # (41, 41, 2)
+    magnitude = np.sqrt((edges ** 2).sum(-1))
+    expected = np.array([[magnitude[i * 8:i * 8 + 17, j * 8:j * 8 + 17].mean() for j in range(4)] for i in range(4)])
+    stat = EngineeredPolicy("sobel_mean", 4, 8, 17).sobel_map(images, 4, 4).numpy()[0]
+    np.testing.assert_allclose(stat, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_ordered_logits_center_and_random_policies():

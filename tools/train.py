@@ -54,6 +54,9 @@ flags.DEFINE_integer("location_glimpses", 12, "T of location pretraining (the pa
 flags.DEFINE_enum("location_objective", "mean", ["mean", "sum"],
                   "Location pretraining minimises Eq. 5 / T (mean, default: one learning rate for every T) or Eq. 5 "
                   "as written (sum: T times larger steps).")
+flags.DEFINE_enum("location_targets", "max_logit", ["max_logit", "predicted_class"],
+                  "Location pretraining targets: the cells of largest maximum logit over classes (max_logit, the "
+                  "paper, default) or the predicted class's best cells (predicted_class, the authors' code).")
 flags.DEFINE_integer("trajectories", 2, "Sampled trajectories per image in the policy step (the paper: 2).")
 flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the data and the sampling.")
 flags.DEFINE_string("output_dir", "runs/quickstart", "Where checkpoints, logs, the model and pictures go.")
@@ -147,7 +150,8 @@ def main(argv):
     epochs = per_stage(FLAGS.epochs, stages, "epochs", int, lambda s: s.epochs)
     rates = per_stage(FLAGS.learning_rate, stages, "learning_rate", float, lambda s: s.learning_rate)
     options = dict(weight_decay=FLAGS.weight_decay, location_glimpses=FLAGS.location_glimpses,
-                   location_objective=FLAGS.location_objective, num_trajectories=FLAGS.trajectories,
+                   location_objective=FLAGS.location_objective, location_targets=FLAGS.location_targets,
+                   num_trajectories=FLAGS.trajectories,
                    sampling_seed=FLAGS.seed)
     if FLAGS.glimpses is not None:
         options["num_glimpses"] = FLAGS.glimpses

@@ -26,11 +26,17 @@ class EngineeredPolicy(keras.layers.Layer):
 
     Policies (paper section 4.1 and the reference code):
     - ``random``: T distinct cells drawn uniformly (no revisits, like the learned policy).
-    - ``center``: the middle cell, then the cells nearest to it.
+    - ``center``: the middle cell, then the distinct cells nearest to it (ties row-major). The reference code reads
+      the one middle cell at every step, so its accuracy cannot change with the number of glimpses and its
+      coverage stays at one glimpse. We read a new cell at each step instead, like every other policy here (no
+      revisits), so that "accuracy vs glimpses" compares policies at equal numbers of distinct glimpses: this is
+      the centre-bias baseline a user expects, and at T = 1 both are the same.
     - ``ordered_logits``: the top-T cells of the *predicted* class's logits map (predicted class = argmax
       of the spatially averaged logits). No suppression, so glimpses cluster (as the paper notes).
     - ``sobel_mean`` / ``sobel_var``: grey image -> Sobel gradient magnitude -> mean (or unbiased variance,
-      n = r*r) over each cell's r x r receptive field at the backbone's stride; top-T cells.
+      n = r*r) over each cell's r x r receptive field at the backbone's stride; top-T cells. The image is padded by
+      reflection before the 3x3 Sobel kernels, as `tf.image.sobel_edges` does: zero padding would make false
+      edges along the border of standardised images (whose background is not 0).
 
     Call args: ``logits_map`` (B, h, w, C) and ``images`` (B, H, W, channels).
 
@@ -80,7 +86,8 @@ class EngineeredPolicy(keras.layers.Layer):
         else:
             grey = ops.mean(images, axis=-1, keepdims=True)
         kernel = np.stack([_SOBEL_X, _SOBEL_X.T], axis=-1)[:, :, None, :]  # (3, 3, 1, 2)
-        grads = ops.conv(grey, ops.convert_to_tensor(kernel), padding="same")
+        grey = ops.pad(grey, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")  # as tf.image.sobel_edges
+        grads = ops.conv(grey, ops.convert_to_tensor(kernel), padding="valid")
         magnitude = ops.sqrt(ops.sum(ops.square(grads), axis=-1, keepdims=True))
         r, s = self.receptive_field, self.stride
         mean = ops.average_pool(magnitude, r, strides=s, padding="valid")

@@ -12,8 +12,8 @@ from saccade_zoo.models.saccader.policies import EngineeredPolicy
 from saccade_zoo.models.saccader.cell import SaccaderCell
 from saccade_zoo.models.bagnet.backbone import BagNet
 from saccade_zoo.models.base import GlimpseModel, reject_unknown_kwargs
-from saccade_zoo.models.saccader.losses import (LOCATION_OBJECTIVES, location_objective_scale, location_targets,
-                                                reinforce_loss)
+from saccade_zoo.models.saccader.losses import (LOCATION_OBJECTIVES, LOCATION_TARGETS, location_objective_scale,
+                                                location_targets, reinforce_loss)
 from saccade_zoo.training.losses import aggregated_cross_entropy, correct, penalised_kernels
 from saccade_zoo.training.sampling import example_keys, keyed_gumbel
 from saccade_zoo.training.staged import Stage, StagedTrainingMixin, global_mean
@@ -162,7 +162,8 @@ class Saccader(StagedTrainingMixin, BagNetGlimpseModel):
         BagNet.stages[0],  # Eq. 4 trains the BagNet alone: its own step
         Stage("location", "Eq. 5: location pretraining on the BagNet's ranked cells (BagNet frozen)",
               ("loss", "location_ce", "l2", "location_accuracy"),
-              options=dict(location_glimpses=12, location_objective="mean"), epochs=1, learning_rate=0.1),
+              options=dict(location_glimpses=12, location_objective="mean", location_targets="max_logit"),
+              epochs=1, learning_rate=0.1),
         Stage("policy", "Eq. 6: REINFORCE on sampled trajectories + cross entropy on the glimpses (whole model)",
               ("loss", "reinforce", "ce", "l2", "reward", "accuracy"),
               options=dict(num_glimpses=None, num_trajectories=2, reinforce_weight=1.0, sampling_seed=0),
@@ -171,13 +172,18 @@ class Saccader(StagedTrainingMixin, BagNetGlimpseModel):
 
     def _check_stage_options(self, stage, options):
         """location_glimpses (T of Eq. 5, 12 in the paper), location_objective ("mean": Eq. 5 / T, default; "sum":
-        Eq. 5 as written; see `saccade_zoo.models.saccader.losses.location_objective_scale`); num_glimpses (T of
+        Eq. 5 as written; see `saccade_zoo.models.saccader.losses.location_objective_scale`), location_targets
+        ("max_logit": the paper's cells of largest maximum logit, default; "predicted_class": the authors' code's
+        cells of the predicted class; see `saccade_zoo.models.saccader.losses.location_targets`); num_glimpses (T of
         Eq. 6, default the model's), num_trajectories (S, 2 in the paper), reinforce_weight (1 in Eq. 6),
         sampling_seed (salt of the keyed trajectory sampling)."""
         if stage == "location":
             if options["location_objective"] not in LOCATION_OBJECTIVES:
                 raise ValueError(f"location_objective must be one of {LOCATION_OBJECTIVES}, got "
                                  f"{options['location_objective']!r}.")
+            if options["location_targets"] not in LOCATION_TARGETS:
+                raise ValueError(f"location_targets must be one of {LOCATION_TARGETS}, got "
+                                 f"{options['location_targets']!r}.")
             options["location_glimpses"] = int(options["location_glimpses"])
             _check_glimpses(options["location_glimpses"], self.grid_shape)
         if stage == "policy":
@@ -213,7 +219,7 @@ class Saccader(StagedTrainingMixin, BagNetGlimpseModel):
         if stage == "location":
             steps = options["location_glimpses"]
             bag = {k: tf.stop_gradient(v) for k, v in self.backbone(images, training=False).items()}
-            targets = location_targets(bag["logits_map"], steps)
+            targets = location_targets(bag["logits_map"], steps, options["location_targets"])
             out = self.forward(images, training=training, forced_locations=targets, num_glimpses=steps, bag=bag)
             step_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=out["location_logits"])
             hits = tf.equal(tf.math.argmax(out["location_logits"], axis=-1, output_type=tf.int32), targets)
