@@ -11,8 +11,9 @@ import keras
 
 import saccade_zoo
 from saccade_zoo.data.sample import FASHION_MNIST_CLASSES
-from saccade_zoo.export import (ParityError, UnsupportedOpsError, export_model, load_manifest, real_images,
-                                verify_files)
+from saccade_zoo.export import (ParityError, UnsupportedOpsError, compare_outputs, convert_tflite, export_model,
+                                labelled_task, load_manifest, real_images, verify_files)
+from saccade_zoo.export import parity as parity_gates
 from tests.helpers import run_python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,7 +23,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def trained(tmp_path_factory):
     """saccader_cluttered100 with a briefly trained BagNet (one epoch of cross entropy on 192 real cluttered
     images) and a location network pretrained on them (paper step 2, two epochs): a learned glimpse policy.
-    Calibrated on those training images, checked on 48 test-split images."""
+    Calibrated on those training images, checked on 48 test-split images (unlabelled: the quantised variants are
+    gated on agreement); the center-policy export is checked on 48 labelled images with the accuracy gate (its
+    bound loosened to 1 image in 48, see test_accuracy_gate_on_labelled_images)."""
     keras.utils.set_random_seed(0)
     model = saccade_zoo.build("saccader_cluttered100", class_names=FASHION_MNIST_CLASSES)  # the names travel along
     x, y = real_images(model.image_shape, 192, split="train")
@@ -32,11 +35,12 @@ def trained(tmp_path_factory):
     clf.fit(x, y, batch_size=32, epochs=1, verbose=0)
     model.compile(keras.optimizers.Adam(1e-3), stage="location")
     model.fit(x, y, batch_size=32, epochs=2, verbose=0)
-    images, _ = real_images(model.image_shape, 48)
+    images, labels = real_images(model.image_shape, 48)
     root = tmp_path_factory.mktemp("exports")
     manifest = export_model(model, root / "saccader", x[:64], parity_images=images)
     center = model.with_policy("center")
-    center_manifest = export_model(center, root / "center", images, variants=("int8",))
+    center_manifest = export_model(center, root / "center", images, variants=("int8",), parity_labels=labels,
+                                   min_labelled_images=48, thresholds={"int8": {"accuracy_drop": 1 / 48 + 1e-9}})
     return {"model": model, "images": images, "dir": root / "saccader", "manifest": manifest,
             "center_dir": root / "center", "center_manifest": center_manifest}
 
@@ -77,7 +81,15 @@ def test_parity_numbers_meet_the_spec(trained):
     for variant in ("keras_reload", "savedmodel", "tflite_float32"):
         assert results[variant]["max_abs_logits"] <= 1e-4, variant
         assert results[variant]["location_agreement"] == 1.0, variant
-    assert results["tflite_float16"]["max_abs_logits"] <= 1e-2
+    float16 = results["tflite_float16"]
+    scale = max(1.0, float(np.abs(trained["model"](trained["images"], training=False)["logits"]).max()))
+    assert float16["relative_max_abs_logits"] <= 1e-3
+    assert float16["relative_max_abs_logits"] == pytest.approx(float16["max_abs_logits"] / scale, rel=1e-3)
+    assert float16["top1_agreement"] >= 0.99 and float16["location_agreement"] >= 0.98
+    # No labels: the quantised variants are gated on agreement, and the manifest says so.
+    assert not trained["manifest"]["parity"]["labelled"]
+    assert "agreement" in trained["manifest"]["parity"]["quantised_gate"]
+    assert results["tflite_dynamic"]["thresholds"] == {"top1_agreement": 0.95}
     assert results["tflite_dynamic"]["top1_agreement"] >= 0.95
     assert results["tflite_int8"]["top1_agreement"] >= 0.95
     # Full int8 of the learned policy picks the same cells as Keras for most glimpses. With the paper's literal
@@ -87,6 +99,92 @@ def test_parity_numbers_meet_the_spec(trained):
     center = trained["center_manifest"]["parity"]["results"]["tflite_int8"]
     assert center["top1_agreement"] >= 0.95 and center["location_agreement"] == 1.0
     assert all(r["passed"] for r in results.values())
+
+
+def test_accuracy_gate_on_labelled_images(trained):
+    """The center-policy export was gated on accuracy: its numbers are the accuracies of the Keras model and of
+    the int8 file on the labelled images, recomputed here from the files."""
+    from saccade_zoo.export import TFLiteRunner
+
+    manifest = trained["center_manifest"]
+    assert manifest["parity"]["labelled"] and "accuracy" in manifest["parity"]["quantised_gate"]
+    result = manifest["parity"]["results"]["tflite_int8"]
+    assert result["thresholds"] == {"accuracy_drop": pytest.approx(1 / 48)} and result["passed"]
+    _, labels = real_images(trained["model"].image_shape, 48)
+    center = keras.models.load_model(trained["center_dir"] / "model.keras", safe_mode=True)
+    keras_logits = center(trained["images"], training=False)["logits"]
+    assert result["keras_accuracy"] == pytest.approx(float(np.mean(np.argmax(keras_logits, -1) == labels)))
+    int8 = TFLiteRunner(trained["center_dir"] / "model_int8.tflite").predict(trained["images"])
+    assert result["accuracy"] == pytest.approx(float(np.mean(np.argmax(int8["logits"], -1) == labels)))
+    assert result["accuracy_drop"] == pytest.approx(abs(result["accuracy"] - result["keras_accuracy"]))
+
+
+def test_parity_gates_on_hand_made_outputs():
+    """The gates of the issue: float16 relative to the logits' scale, quantised variants on accuracy (1 point on
+    >= 1000 labelled images), agreement as the fallback without labels."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(1000) % 10
+    ref_logits = rng.normal(size=(1000, 10)) * 10.0
+    ref_logits[:, 0] = 50.0  # the largest logit anywhere: the float16 scale
+    ref_logits[np.arange(800), labels[:800]] = 60.0  # Keras is right on 800 of 1000: accuracy 0.8
+    ref_logits[np.arange(800, 1000), labels[800:]] = -60.0
+    reference = {"logits": ref_logits}
+    candidate = {"logits": ref_logits + 0.05}  # 0.05 / 60 = 8.3e-4 <= 1e-3
+    metrics = compare_outputs(reference, candidate, labels)
+    assert metrics["relative_max_abs_logits"] == pytest.approx(0.05 / 60)
+    parity_gates.check("float16", metrics, parity_gates.gates("float16", True))
+    with pytest.raises(ParityError, match=r"relative_max_abs_logits = 0.00166667 \(required <= 0.001\)"):
+        parity_gates.check("float16", compare_outputs(reference, {"logits": ref_logits + 0.1}),
+                           parity_gates.gates("float16", False))
+    worse = ref_logits.copy()
+    worse[np.arange(789, 800), labels[789:800]] = -60.0  # 11 images wrong: accuracy 0.789, 1.1 points below
+    metrics = compare_outputs(reference, {"logits": worse}, labels)
+    assert metrics["keras_accuracy"] == 0.8 and metrics["accuracy"] == pytest.approx(0.789)
+    with pytest.raises(ParityError, match=r"accuracy_drop = 0.011 .*Keras: 0.8000, int8: 0.7890 on 1000 labelled"):
+        parity_gates.check("int8", metrics, parity_gates.gates("int8", True))
+    worse[np.arange(790, 800), labels[790:800]] = 60.0  # 1 image wrong: within the point
+    parity_gates.check("int8", compare_outputs(reference, {"logits": worse}, labels), parity_gates.gates("int8", True))
+    # Agreement is recorded but is not the gate when labels exist: flipping 60 near-tied wrong images passes.
+    tied = ref_logits.copy()
+    rows = np.arange(900, 960)  # 60 images that Keras gets wrong change to another wrong class
+    tied[rows, (labels[rows] + 1) % 10] = tied[rows].max(axis=1) + 1.0
+    metrics = compare_outputs(reference, {"logits": tied}, labels)
+    assert metrics["top1_agreement"] < 0.95 and metrics["accuracy_drop"] <= 0.01
+    parity_gates.check("int8", metrics, parity_gates.gates("int8", True))
+    with pytest.raises(ParityError, match="top1_agreement"):
+        parity_gates.check("int8", metrics, parity_gates.gates("int8", False))
+    with pytest.raises(ParityError, match="needs labelled parity images"):
+        parity_gates.check("int8", compare_outputs(reference, candidate), parity_gates.gates("int8", True))
+
+
+def test_float16_keeps_small_tensors_float32(trained):
+    """float16 stores weight tensors of >= 4096 elements as float16 behind DEQUANTIZE ops, the rest float32."""
+    from ai_edge_litert.interpreter import Interpreter
+    from saccade_zoo.export.tflite import FLOAT16_MIN_ELEMENTS
+
+    folder = trained["dir"]
+    details = Interpreter(model_path=str(folder / "model_float16.tflite")).get_tensor_details()
+    half = [int(np.prod(t["shape"])) for t in details if t["dtype"] == np.float16]
+    assert half and min(half) >= FLOAT16_MIN_ELEMENTS
+    float32_size = os.path.getsize(folder / "model_float32.tflite")
+    params = trained["model"].count_params()
+    in_half = sum(half)
+    assert in_half > 0.9 * params  # nearly every weight is float16 ...
+    # ... so the file is about half the float32 file's size.
+    assert os.path.getsize(folder / "model_float16.tflite") < 0.55 * float32_size
+    everything = convert_tflite(folder / "saved_model", "float32")
+    assert len(everything) == pytest.approx(float32_size, rel=0.01)
+
+
+def test_labelled_task_matches_the_models_classes():
+    assert labelled_task(saccade_zoo.build("saccader_cluttered100")) == "single"
+    assert labelled_task(saccade_zoo.build("saccader_cluttered100", class_names=FASHION_MNIST_CLASSES)) == "single"
+    assert labelled_task(saccade_zoo.build("saccader_cluttered100", activation="sigmoid")) == "identify"
+    assert labelled_task(saccade_zoo.build("saccader_cluttered100", num_classes=19,
+                                           class_names=[str(i) for i in range(19)])) == "sum"
+    assert labelled_task(saccade_zoo.build("saccader_cluttered100", class_names=[str(i) for i in range(10)])) is None
+    images, labels = real_images((100, 100, 1), 5, task="identify")
+    assert labels.shape == (5, 10) and set(labels.sum(axis=1)) <= {1, 2}
 
 
 def test_tflite_runs_with_litert_and_matches_keras(trained):
@@ -183,6 +281,8 @@ def test_cli_bad_input(trained, tmp_path):
     assert "Did you mean saccader_cluttered100" in proc.stderr
     proc = _cli("--model", "saccader_cluttered100", "--out_dir", str(trained["dir"]))
     assert proc.returncode != 0 and "already exists; pass --overwrite" in proc.stderr
+    proc = _cli("--model", "saccader_cluttered100", "--out_dir", str(tmp_path / "few"), "--num_images", "500")
+    assert proc.returncode != 0 and "--num_images=500: the quantised variants' accuracy gate needs >= 1000" in proc.stderr
 
 
 def test_exported_keras_file_fine_tunes_with_fit(tmp_path):

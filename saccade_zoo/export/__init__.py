@@ -13,14 +13,14 @@ The serving signature takes float32 pixels in [0, 1] (mean/std standardisation i
 from saccade_zoo.export.core import (KERAS_FILE, MANIFEST, SAVED_MODEL_DIR, export_model,
                                      keras_reference, load_manifest, run_saved_model, sha256, tflite_filename,
                                      verify_files)
-from saccade_zoo.export.images import real_images
-from saccade_zoo.export.parity import THRESHOLDS, ParityError, compare_outputs
+from saccade_zoo.export.images import labelled_task, real_images
+from saccade_zoo.export.parity import MIN_LABELLED_IMAGES, THRESHOLDS, ParityError, compare_outputs
 from saccade_zoo.export.serving import resolve_preprocessing, save_serving, serving_archive, serving_function
 from saccade_zoo.export.tflite import VARIANTS, TFLiteRunner, UnsupportedOpsError, convert_tflite, unsupported_ops
 
 __all__ = [
-    "KERAS_FILE", "MANIFEST", "SAVED_MODEL_DIR", "THRESHOLDS", "VARIANTS", "ParityError", "TFLiteRunner",
+    "KERAS_FILE", "MANIFEST", "MIN_LABELLED_IMAGES", "SAVED_MODEL_DIR", "THRESHOLDS", "VARIANTS", "ParityError", "TFLiteRunner",
     "UnsupportedOpsError", "compare_outputs", "convert_tflite", "export_model",
-    "keras_reference", "load_manifest", "real_images", "resolve_preprocessing", "run_saved_model", "save_serving",
+    "keras_reference", "labelled_task", "load_manifest", "real_images", "resolve_preprocessing", "run_saved_model", "save_serving",
     "serving_archive", "serving_function", "sha256", "tflite_filename", "unsupported_ops", "verify_files",
 ]

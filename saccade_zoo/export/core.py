@@ -117,14 +117,21 @@ def _prepare_out_dir(out_dir, overwrite):
 
 def export_model(model, out_dir, representative_images, class_names=None, preprocessing=None, overwrite=False,
                  variants=_tflite.VARIANTS, parity_images=None, thresholds=None, images_description=None,
-                 check_parity=True, calibration_steps=100, log=None, calibration_description=None):
+                 check_parity=True, calibration_steps=100, log=None, calibration_description=None,
+                 parity_labels=None, min_labelled_images=_parity.MIN_LABELLED_IMAGES):
     """Export ``model`` to ``out_dir`` and return the manifest (also written to ``out_dir/manifest.json``).
 
     Writes ``model.keras`` (``model.save``: compile state kept), ``saved_model/`` (``serving_default``: float32
     [0, 1] pixels in, named outputs out) and ``model_<variant>.tflite`` for each of ``variants``. Parity against
     Keras is measured on ``parity_images`` (default: ``representative_images``, raw [0, 1] pixels or uint8; pass
     held-out images so the int8 numbers are not measured on the calibration set) and the export raises
-    `ParityError` (leaving nothing at ``out_dir``) when a variant misses its threshold.
+    `ParityError` (leaving nothing at ``out_dir``) when a variant misses its gate (`saccade_zoo.export.parity`).
+
+    ``parity_labels`` (one per parity image, in the model's label format: class indices, or multi-hot for a
+    multi-label model) turns on the accuracy gate of the quantised variants: their top-1 accuracy must be within
+    1.0 point of Keras's. It needs at least ``min_labelled_images`` (1000) images. Without labels the quantised
+    variants are gated on top-1 agreement with Keras instead, and the manifest says so. ``thresholds``
+    ({variant: {metric: limit}}) overrides the gates of the variants it names.
     Ops that are not TFLite built-ins raise `UnsupportedOpsError` naming the ops and layers.
     """
     log = log or (lambda message: None)
@@ -139,6 +146,13 @@ def export_model(model, out_dir, representative_images, class_names=None, prepro
     representative = check_raw_pixels(representative_images, image_shape, "representative_images")
     test_images = representative if parity_images is None else check_raw_pixels(parity_images, image_shape,
                                                                             "parity_images")
+    if parity_labels is not None:
+        parity_labels = np.asarray(parity_labels)
+        if len(parity_labels) != len(test_images):
+            raise ValueError(f"parity_labels has {len(parity_labels)} labels for {len(test_images)} parity images.")
+        if len(parity_labels) < int(min_labelled_images):
+            raise ValueError(f"The accuracy gate of the quantised variants needs >= {int(min_labelled_images)} "
+                             f"labelled parity images, got {len(parity_labels)}.")
     num_classes = int(model.output["logits"].shape[-1])
     class_names = list(model.class_names if class_names is None else class_names)
     if len(class_names) != num_classes or not all(isinstance(c, str) for c in class_names):
@@ -148,7 +162,7 @@ def export_model(model, out_dir, representative_images, class_names=None, prepro
     try:
         manifest = _export_into(model, staging, names, pre, image_shape, representative, test_images, class_names,
                                 variants, thresholds, images_description, check_parity, calibration_steps, log,
-                                calibration_description)
+                                calibration_description, parity_labels)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -159,7 +173,8 @@ def export_model(model, out_dir, representative_images, class_names=None, prepro
 
 
 def _export_into(model, folder, names, pre, image_shape, representative, test_images, class_names, variants,
-                 thresholds, images_description, check_parity, calibration_steps, log, calibration_description=None):
+                 thresholds, images_description, check_parity, calibration_steps, log, calibration_description=None,
+                 labels=None):
     log(f"Saving {KERAS_FILE}")
     model.save(os.path.join(folder, KERAS_FILE))
     log(f"Writing {SAVED_MODEL_DIR}/")
@@ -170,11 +185,13 @@ def _export_into(model, folder, names, pre, image_shape, representative, test_im
     results = {}
     failures = []
 
+    contract = model.contract
+
     def record(variant, outputs, threshold_key):
-        metrics = _parity.compare_outputs(reference, outputs)
-        limits = (thresholds or _parity.THRESHOLDS)[threshold_key]
+        metrics = _parity.compare_outputs(reference, outputs, labels, contract)
+        limits = _parity.gates(threshold_key, labels is not None, thresholds)
         try:
-            _parity.check(threshold_key, metrics, thresholds)
+            _parity.check(threshold_key, metrics, limits)
             metrics["passed"] = True
         except _parity.ParityError as error:
             metrics["passed"] = False
@@ -208,7 +225,6 @@ def _export_into(model, folder, names, pre, image_shape, representative, test_im
     if check_parity and failures:
         raise _parity.ParityError("Export parity check failed: " + " | ".join(failures))
 
-    contract = model.contract
     specs = contract.output_specs()
     outputs_spec = {}
     for key in names:
@@ -255,6 +271,10 @@ def _export_into(model, folder, names, pre, image_shape, representative, test_im
             "num_calibration_images": num_calibration,
             "calibration_images": calibration_description or (
                 "the parity images" if test_images is representative else f"{num_calibration} other images"),
+            "labelled": labels is not None,
+            "quantised_gate": ("top-1 accuracy on the labelled parity images within 1.0 point of Keras's"
+                               if labels is not None else
+                               "top-1 agreement with Keras (no labelled images match this model's classes)"),
             "results": results,
             "checked": bool(check_parity),
         },
