@@ -57,6 +57,8 @@ def test_every_preset_declares_its_training_stages(name):
         assert {"weight_decay", "l2_reduction"} <= set(stage.all_options())
     if isinstance(model, saccade_zoo.PolicyClassifier):
         assert stages == ()  # evaluated, not trained
+    elif isinstance(model, saccade_zoo.models.ConvNet):
+        assert model.stage_names == ("classifier",)  # a plain full-image classifier: one cross-entropy stage
     else:
         assert stages and stages[0].name == "representation"
 

@@ -1,10 +1,35 @@
-"""Evaluate a saved zoo model: top-1 and image coverage vs number of glimpses for its learned policy and the
-engineered policies on the same backbone, glimpse hit rate on the items, the backbone's full-image accuracy,
-and occlusion accuracy (paper Fig. 5b: glimpse boxes set to 0, then classified by a full-image classifier).
+"""Evaluate a saved zoo model: top-1 (and top-5) accuracy and image coverage vs number of glimpses for its learned
+policy and the engineered policies on the same backbone (and, with --policy_backbone, on a second BagNet such as
+the step-1 network, side by side), glimpse hit rate on the items, the backbones' full-image accuracy, and
+occlusion accuracy (paper Fig. 5b: glimpse boxes set to black, then classified by a full-image classifier).
 
     python tools/evaluate.py --model=runs/quickstart/model.keras --output_dir=runs/quickstart/eval
-    python tools/evaluate.py --model=runs/fashion/model.keras --data=idx --occlusion_model=runs/fashion/representation/final.keras
+    python tools/evaluate.py --model=runs/fashion/model.keras --data=idx --occlusion_model=runs/fashion/bagnet.keras \
+        --policy_backbone=runs/fashion/representation/final.keras
+
+Images: the test canvases are [0, 1] pixels; each network gets them standardised with its own preprocessing
+(the mean/std saved in its metadata; none saved: the pixels as they are). Occlusion is done in pixel space:
+the boxes of the first --occlusion_glimpses glimpses (the same runs as the tables: no second pass) are set to 0
+(black) in the [0, 1] pixels, which are then standardised with the *judge's* preprocessing, so an occluded pixel
+is (0 - mean) / std in the judge's input. The judge must be a full-image classifier (contract num_glimpses None:
+a BagNet, a ConvNet, ...): a glimpse model is refused.
+
+Outputs in --output_dir:
+
+* results.json: ``policies`` {column: {"policy", "backbone", "accuracy" [T], "top5" [T], "coverage" [T],
+  "hit_rate" [T]}} (column: the policy's name; with --policy_backbone "<policy> (final backbone)" and
+  "<policy> (<--policy_backbone_label>)", "learned" keeps its name), ``full_image`` / ``full_image_top5`` (the
+  model's backbone), ``policy_backbone`` {"path", "label", "full_image", "full_image_top5"}, ``top_k`` {"k": 5,
+  "reported", "reason"} (top-5 is reported for single-label models with more than 5 classes only: for
+  multi-label models it is not defined), ``occlusion`` {"judge", "glimpses", "occluded_value" (a black pixel in
+  the judge's input, per channel), "unoccluded", column: accuracy, ...}, and the run's settings.
+* results.csv: one row per (policy, backbone, glimpses): ``policy,backbone,glimpses,top1,top5,coverage,hit_rate``
+  (top1: exact match of every label for a multi-label model; top5 / hit_rate empty where not reported).
+* occlusion.csv (with --occlusion_model): ``policy,backbone,occluded_glimpses,judge,accuracy``, one row per policy
+  and backbone, first the unoccluded images (policy "none", 0 glimpses).
+* accuracy_vs_glimpses.png, coverage_vs_glimpses.png.
 """
+import csv
 import json
 import os
 import sys
@@ -25,73 +50,190 @@ flags.DEFINE_enum("task", None, ["single", "identify", "sum"], "Targets of the t
 flags.DEFINE_integer("seed", 1, "Seed of the test images (tools/train.py uses its --seed + 1).")
 flags.DEFINE_integer("glimpses", 12, "Evaluate 1..glimpses glimpses.")
 flags.DEFINE_list("policies", ["ordered_logits", "random", "sobel_mean", "sobel_var", "center"], "Engineered policies.")
-flags.DEFINE_string("occlusion_model", None, "Optional .keras full-image classifier (e.g. a step-1 BagNet; for a "
-                    "glimpse model its BagNet's full-image logits are used) to classify images whose glimpses are "
-                    "occluded.")
+flags.DEFINE_string("policy_backbone", None, "Optional .keras of a BagNet (or of a BagNet-based glimpse model, e.g. "
+                    "a Saccader saved after step 1, runs/x/representation/final.keras: its BagNet is used) on which "
+                    "the engineered policies are also run, shown beside those on --model's own (final) backbone.")
+flags.DEFINE_string("policy_backbone_label", "step-1 BagNet", "Name of --policy_backbone in column names.")
+flags.DEFINE_string("occlusion_model", None, "Optional .keras full-image classifier (a zoo model without glimpses, "
+                    "e.g. a separately trained BagNet or ConvNet) that classifies images whose glimpses are occluded "
+                    "(black); a glimpse model is refused.")
 flags.DEFINE_integer("occlusion_glimpses", 6, "Glimpses occluded for the occlusion test.")
-flags.DEFINE_string("output_dir", None, "Where results.json and the plots go (default: beside --model).")
+flags.DEFINE_string("output_dir", None, "Where results.json, results.csv, occlusion.csv and the plots go (default: "
+                    "beside --model).")
 flags.DEFINE_integer("batch_size", 64, "Inference batch size.")
+
+TOP_K = 5
+FINAL = "final backbone"
+CSV_COLUMNS = ("policy", "backbone", "glimpses", "top1", f"top{TOP_K}", "coverage", "hit_rate")
+OCCLUSION_COLUMNS = ("policy", "backbone", "occluded_glimpses", "judge", "accuracy")
+
+
+def load_zoo_model(path, flag):
+    """The saccade_zoo model saved at ``path``, or a usage error naming ``flag``."""
+    import keras
+
+    import saccade_zoo  # noqa: F401  (registers the classes)
+    from saccade_zoo.models.base import ZooModel
+
+    if not os.path.isfile(path):
+        raise app.UsageError(f"--{flag} {path!r} is not a file.")
+    model = keras.models.load_model(path)
+    if not isinstance(model, ZooModel):
+        raise app.UsageError(f"--{flag} {path} is a {type(model).__name__}, not a saccade_zoo model.")
+    return model
+
+
+def check_matches(other, flag, model, image_shape):
+    """A second network (judge, policy backbone) must read the same images and labels as --model."""
+    if tuple(other.image_shape) != tuple(image_shape):
+        raise app.UsageError(f"--{flag} takes {other.image_shape} images, the test images are {tuple(image_shape)}.")
+    theirs, ours = other.contract, model.contract
+    if (theirs.num_classes, theirs.activation) != (ours.num_classes, ours.activation):
+        raise app.UsageError(f"--{flag} has {theirs.num_classes} {theirs.activation} classes, --model "
+                             f"{ours.num_classes} {ours.activation}: they must classify the same labels.")
+
+
+def load_judge(model, image_shape):
+    """--occlusion_model: a full-image classifier (contract without glimpses) matching --model's classes."""
+    judge = load_zoo_model(FLAGS.occlusion_model, "occlusion_model")
+    if judge.contract.has_glimpses:
+        raise app.UsageError(
+            f"--occlusion_model {FLAGS.occlusion_model} is a glimpse model ({type(judge).__name__}, "
+            f"{judge.contract.num_glimpses} glimpses): the judge must be a separately trained full-image classifier "
+            "(a zoo model without glimpses, e.g. a BagNet or a ConvNet). To judge with a glimpse model's BagNet, save "
+            "it on its own first: python -c \"import keras, saccade_zoo; "
+            f"keras.models.load_model('{FLAGS.occlusion_model}').backbone.save('bagnet.keras')\"")
+    check_matches(judge, "occlusion_model", model, image_shape)
+    return judge
+
+
+def load_policy_backbone(model, image_shape):
+    """--policy_backbone: (BagNet, its preprocessing); a BagNet-based glimpse model gives its BagNet (which is
+    standardised as the glimpse model is, when the BagNet carries no preprocessing of its own)."""
+    import saccade_zoo
+    from saccade_zoo.models.saccader.saccader import BagNetGlimpseModel
+
+    loaded = load_zoo_model(FLAGS.policy_backbone, "policy_backbone")
+    if isinstance(loaded, saccade_zoo.BagNet):
+        backbone = loaded
+    elif isinstance(loaded, BagNetGlimpseModel):
+        backbone = loaded.backbone
+    else:
+        raise app.UsageError(f"--policy_backbone {FLAGS.policy_backbone} is a {type(loaded).__name__}: the engineered "
+                             "policies need a BagNet (or a BagNet-based model such as a Saccader).")
+    check_matches(backbone, "policy_backbone", model, image_shape)
+    return backbone, backbone.preprocessing or loaded.preprocessing
+
+
+def csv_rows(results):
+    """results.csv rows: one per (policy, backbone, glimpses)."""
+    for entry in results["policies"].values():
+        for t, top1 in enumerate(entry["accuracy"]):
+            row = {"policy": entry["policy"], "backbone": entry["backbone"], "glimpses": t + 1, "top1": top1,
+                   "coverage": entry["coverage"][t]}
+            for key in (f"top{TOP_K}", "hit_rate"):
+                row[key] = entry[key][t] if key in entry else ""
+            yield row
+
+
+def occlusion_rows(results, columns):
+    """occlusion.csv rows: the unoccluded images, then one per occluded policy and backbone."""
+    occlusion = results["occlusion"]
+    yield {"policy": "none", "backbone": "", "occluded_glimpses": 0, "judge": occlusion["judge"],
+           "accuracy": occlusion["unoccluded"]}
+    for column in columns:
+        entry = results["policies"][column]
+        yield {"policy": entry["policy"], "backbone": entry["backbone"], "occluded_glimpses": occlusion["glimpses"],
+               "judge": occlusion["judge"], "accuracy": occlusion[column]}
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def main(argv):
     del argv
-    import keras
     import numpy as np
 
-    import saccade_zoo  # noqa: F401  (registers the classes)
+    import saccade_zoo
     from saccade_zoo.data.cluttered import ClutteredConfig, cluttered_split
-    from saccade_zoo.evaluation import (evaluate_policies, format_accuracy_table, occlusion_accuracy,
-                                        plot_accuracy_vs_glimpses)
-    from saccade_zoo.models.base import ZooModel
+    from saccade_zoo.evaluation import (black_value, evaluate_policies, format_accuracy_table, occlusion_accuracy,
+                                        plot_accuracy_vs_glimpses, standardise)
 
-    if not os.path.isfile(FLAGS.model):
-        raise app.UsageError(f"--model {FLAGS.model!r} is not a file.")
-    model = keras.models.load_model(FLAGS.model)
-    if not isinstance(model, ZooModel):
-        raise app.UsageError(f"--model {FLAGS.model} is a {type(model).__name__}, not a saccade_zoo model.")
+    model = load_zoo_model(FLAGS.model, "model")
     contract = model.contract
     task = FLAGS.task or ("identify" if contract.multi_label else "sum" if contract.num_classes == 19 else "single")
     out_dir = FLAGS.output_dir or os.path.join(os.path.dirname(os.path.abspath(FLAGS.model)), "eval")
-    os.makedirs(out_dir, exist_ok=True)
     config = ClutteredConfig(canvas_size=FLAGS.canvas_size, num_distractors=FLAGS.num_distractors, task=task,
                              num_items=1 if task == "single" else 2)
     test = cluttered_split("test", "sample" if FLAGS.data == "sample" else FLAGS.data_dir, FLAGS.test_examples,
                            config, FLAGS.seed)
-    images, targets = test["images"], test["labels"]
-    results = evaluate_policies(model, images, targets, FLAGS.glimpses, FLAGS.policies, FLAGS.batch_size,
-                                item_boxes=test["boxes"], seed=FLAGS.seed)
-    if FLAGS.occlusion_model:
-        judge = keras.models.load_model(FLAGS.occlusion_model)
-        judge = getattr(judge, "backbone", judge)  # a glimpse model's judge is its full-image BagNet
-        classify = lambda x: judge.predict(x, batch_size=FLAGS.batch_size, verbose=0)["logits"]  # noqa: E731
-        results["occlusion"] = {"judge": FLAGS.occlusion_model, "glimpses": FLAGS.occlusion_glimpses,
-                                "unoccluded": float(contract.correct(np.asarray(classify(images)), targets).mean())}
-        candidates = {}
-        if isinstance(model, saccade_zoo.GlimpseModel) and not isinstance(model, saccade_zoo.PolicyClassifier):
-            candidates["learned"] = model.with_glimpses(FLAGS.occlusion_glimpses)
-        host = model  # the engineered policies run on a BagNet-based model's backbone, or on a bare BagNet
-        if isinstance(model, saccade_zoo.BagNet):
-            host = saccade_zoo.PolicyClassifier(model, num_glimpses=FLAGS.occlusion_glimpses, metadata=model.metadata)
-        if hasattr(host, "with_policy"):
-            for policy in FLAGS.policies:
-                candidates[policy] = host.with_policy(policy, num_glimpses=FLAGS.occlusion_glimpses, seed=FLAGS.seed)
-        for name, candidate in candidates.items():
-            boxes = np.asarray(candidate.predict(images, batch_size=FLAGS.batch_size, verbose=0)["boxes"])
-            results["occlusion"][name] = occlusion_accuracy(classify, images, targets, boxes, contract=contract)
-    results.update(model=FLAGS.model, data=FLAGS.data, data_dir=FLAGS.data_dir, test_examples=len(images),
+    pixels, targets = test["images"], test["labels"]  # [0, 1] pixels: each network standardises them its own way
+    if tuple(model.image_shape) != pixels.shape[1:]:
+        raise app.UsageError(f"--model takes {model.image_shape} images, the test images are {pixels.shape[1:]}: "
+                             "pick a matching --canvas_size.")
+    # Load the other networks before the long evaluation, so that a wrong file fails at once.
+    judge = load_judge(model, pixels.shape[1:]) if FLAGS.occlusion_model else None
+    policy_backbone = load_policy_backbone(model, pixels.shape[1:]) if FLAGS.policy_backbone else None
+    os.makedirs(out_dir, exist_ok=True)
+
+    common = dict(max_glimpses=FLAGS.glimpses, policies=FLAGS.policies, batch_size=FLAGS.batch_size,
+                  item_boxes=test["boxes"], seed=FLAGS.seed, top_k=TOP_K, return_boxes=True,
+                  box_glimpses=FLAGS.occlusion_glimpses if judge is not None else None)
+    # A full-image classifier other than a BagNet (a ConvNet, ...) as --model: its own accuracy, no policies.
+    own = FINAL if contract.has_glimpses or isinstance(model, saccade_zoo.BagNet) else "model"
+    results, boxes = evaluate_policies(model, standardise(pixels, model.preprocessing), targets, backbone_label=own,
+                                       label_columns=policy_backbone is not None, **common)
+    if policy_backbone is not None:
+        backbone, preprocessing = policy_backbone
+        extra, extra_boxes = evaluate_policies(backbone, standardise(pixels, preprocessing), targets,
+                                               backbone_label=FLAGS.policy_backbone_label, label_columns=True, **common)
+        results["policies"].update(extra["policies"])
+        boxes.update(extra_boxes)
+        results["policy_backbone"] = {"path": FLAGS.policy_backbone, "label": FLAGS.policy_backbone_label,
+                                      **{k: v for k, v in extra.items() if k.startswith("full_image")}}
+    if judge is not None:
+        glimpses = FLAGS.occlusion_glimpses
+
+        def classify(images):  # [0, 1] pixels, occluded with black, in the judge's own standardisation
+            images = standardise(images, judge.preprocessing)
+            return judge.predict(images, batch_size=FLAGS.batch_size, verbose=0)["logits"]
+
+        results["occlusion"] = {
+            "judge": FLAGS.occlusion_model, "glimpses": glimpses,
+            "occluded_value": black_value(judge.preprocessing, pixels.shape[-1]).tolist(),
+            "unoccluded": float(judge.contract.correct(np.asarray(classify(pixels)), targets).mean())}
+        for column, column_boxes in boxes.items():
+            results["occlusion"][column] = occlusion_accuracy(classify, pixels, targets, column_boxes[:, :glimpses],
+                                                              contract=judge.contract)
+    results.update(model=FLAGS.model, data=FLAGS.data, data_dir=FLAGS.data_dir, test_examples=len(pixels),
                    seed=FLAGS.seed)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    print(format_accuracy_table(results, digits=4))
+    write_csv(os.path.join(out_dir, "results.csv"), CSV_COLUMNS, csv_rows(results))
+    if judge is not None:
+        write_csv(os.path.join(out_dir, "occlusion.csv"), OCCLUSION_COLUMNS, occlusion_rows(results, boxes))
+
+    metric = "exact-match accuracy" if contract.multi_label else "top-1"
+    print(f"{metric} vs glimpses:\n{format_accuracy_table(results, digits=4)}")
+    if results["top_k"]["reported"]:
+        print(f"\ntop-{TOP_K} vs glimpses:\n{format_accuracy_table(results, digits=4, metric=f'top{TOP_K}')}")
+    else:
+        print(f"\n(no top-{TOP_K}: {results['top_k']['reason']})")
     names = list(results["policies"])
     if names:
         plot_accuracy_vs_glimpses({n: results["policies"][n]["accuracy"] for n in names},
                                   os.path.join(out_dir, "accuracy_vs_glimpses.png"), None, results["full_image"])
         plot_accuracy_vs_glimpses({n: results["policies"][n]["coverage"] for n in names},
                                   os.path.join(out_dir, "coverage_vs_glimpses.png"), None, ylabel="image coverage")
-    if "occlusion" in results:
-        print("occlusion accuracy:", {k: v for k, v in results["occlusion"].items() if isinstance(v, float)})
-    print(f"wrote {out_dir}/results.json")
+    if judge is not None:
+        print("\nocclusion accuracy:", {k: round(v, 4) for k, v in results["occlusion"].items()
+                                        if k == "unoccluded" or k in boxes})
+    files = "results.json, results.csv" + (", occlusion.csv" if judge is not None else "")
+    print(f"wrote {files} to {out_dir}")
 
 
 if __name__ == "__main__":

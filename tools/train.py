@@ -182,6 +182,7 @@ def main(argv):
 
     print("\nEvaluating on the test images ...")
     glimpse_model = model if isinstance(model, GlimpseModel) else None
+    # A full-image classifier without cells (a ConvNet) gets its full-image accuracy only (no policies).
     results = evaluate_policies(model, test["images"], test["labels"], FLAGS.eval_glimpses, FLAGS.eval_policies,
                                 item_boxes=test["boxes"], seed=FLAGS.seed)
     trained_glimpses = getattr(model, "num_glimpses", FLAGS.eval_glimpses)
@@ -195,6 +196,12 @@ def main(argv):
         json.dump(results, f, indent=1)
     names = list(results["policies"])
     metric = "exact-match accuracy" if model.contract.multi_label else "top-1"
+    if not names:  # a full-image classifier
+        print(f"\nTest {metric} on the full image ({len(test['images'])} images): {results['full_image']:.4f}")
+        print(f"\nWrote {FLAGS.output_dir}/model.keras, results.json (training took {train_seconds / 60:.1f} min)")
+        if warning:
+            print(f"\nWARNING: {warning}", file=sys.stderr)
+        return
     print(f"\nTest {metric} vs number of glimpses ({len(test['images'])} images; trained with {trained_glimpses}):")
     print(format_accuracy_table(results))
     plot_accuracy_vs_glimpses({n: results["policies"][n]["accuracy"] for n in names},

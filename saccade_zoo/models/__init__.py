@@ -7,7 +7,9 @@ Adding a family: see README.md, "Adding a model".
 from saccade_zoo.models.bagnet import presets as _bagnet_presets  # noqa: F401
 from saccade_zoo.models.bagnet.backbone import BagNet
 from saccade_zoo.models.base import GlimpseModel, ZooModel
+from saccade_zoo.models.convnet import presets as _convnet_presets  # noqa: F401
+from saccade_zoo.models.convnet.convnet import ConvNet
 from saccade_zoo.models.saccader import presets as _saccader_presets  # noqa: F401
 from saccade_zoo.models.saccader.saccader import BagNetGlimpseModel, PolicyClassifier, Saccader
 
-__all__ = ["BagNet", "BagNetGlimpseModel", "GlimpseModel", "PolicyClassifier", "Saccader", "ZooModel"]
+__all__ = ["BagNet", "BagNetGlimpseModel", "ConvNet", "GlimpseModel", "PolicyClassifier", "Saccader", "ZooModel"]
