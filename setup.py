@@ -4,6 +4,19 @@ import pathlib
 from setuptools import find_packages, setup
 
 HERE = pathlib.Path(__file__).parent
+
+
+def export_data_files():
+    """The shipped trained models (exports/<name>/..., every file) as data_files under share/saccade_zoo/exports,
+    where `saccade_zoo.load_pretrained` finds them in an installed package."""
+    files = {}
+    root = HERE / "exports"
+    for path in sorted(root.rglob("*")) if root.is_dir() else ():
+        if path.is_file() and path.parent != root:  # the folders' files, not exports/README.md
+            target = pathlib.PurePosixPath("share", "saccade_zoo", "exports", *path.parent.relative_to(root).parts)
+            files.setdefault(str(target), []).append(str(path.relative_to(HERE)))
+    return sorted(files.items())
+
 README = (HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else ""
 
 setup(
@@ -16,6 +29,7 @@ setup(
     packages=find_packages(include=["saccade_zoo", "saccade_zoo.*"]),
     include_package_data=True,
     package_data={"saccade_zoo": ["data/assets/*.npz"]},
+    data_files=export_data_files(),
     install_requires=[
         "tensorflow-cpu>=2.21,<2.22",
         "keras>=3.15,<3.16",

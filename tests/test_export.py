@@ -219,6 +219,27 @@ print(json.dumps(sorted(out)), "saccade_zoo" in sys.modules)
     np.testing.assert_array_equal(np.load(tmp_path / "locations.npy"), expected["locations"])
 
 
+def test_first_hour_snippet_runs_the_saved_model_and_int8_file(trained):
+    """exports/quickstart_check.py is the snippet of exports/README.md, and it runs on an export folder."""
+    script = os.path.join(ROOT, "exports", "quickstart_check.py")
+    with open(script) as handle:
+        code = handle.read()
+    with open(os.path.join(ROOT, "exports", "README.md")) as handle:
+        readme = handle.read()
+    assert code[code.index("import json, sys"):] in readme
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, script, str(trained["dir"])], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    saved, int8 = (float(line.rsplit(" ", 1)[1]) for line in lines[:2])
+    assert lines[0].startswith("SavedModel") and lines[1].startswith("full int8 TFLite")
+    images, labels = real_images(trained["model"].image_shape, 200, seed=7)
+    keras_accuracy = float(np.mean(np.argmax(trained["model"](images, training=False)["logits"], -1) == labels))
+    assert saved == pytest.approx(keras_accuracy, abs=1e-9) and abs(int8 - keras_accuracy) <= 0.05
+    assert lines[2].startswith("image 0:") and "glimpse boxes" in lines[2]
+
+
 def test_keras_file_loads_in_fresh_process(trained):
     out = run_python(f"""
 import keras, saccade_zoo

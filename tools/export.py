@@ -58,7 +58,10 @@ def load_model(spec, weights, preset):
             raise ValueError(f"--model {spec!r} is a {type(model).__name__}, not a saccade_zoo model.")
         if preset:
             saccade_zoo.get_preset(preset)  # unknown preset -> ValueError with close matches
-        return model, os.path.basename(spec)[: -len(".keras")]
+        stem = os.path.basename(spec)[: -len(".keras")]
+        if stem == "model":  # runs/quickstart/model.keras -> "quickstart" (tools/train.py names every file model)
+            stem = os.path.basename(os.path.dirname(os.path.abspath(spec))) or stem
+        return model, stem
     model = saccade_zoo.build(spec)  # unknown preset -> ValueError with close matches
     if weights:
         if not os.path.isfile(weights):
