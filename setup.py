@@ -11,15 +11,18 @@ def export_data_files():
     where `saccade_zoo.load_pretrained` finds them in an installed package."""
     files = {}
     root = HERE / "exports"
-    for path in sorted(root.rglob("*")) if root.is_dir() else ():
-        if path.is_file() and path.parent != root:  # the folders' files, not exports/README.md
+    # Shipped folders have a model card (README.md) beside manifest.json; a user's own exports have none.
+    shipped = [d for d in sorted(root.iterdir()) if (d / "README.md").is_file() and (d / "manifest.json").is_file()
+               ] if root.is_dir() else []
+    for path in (p for folder in shipped for p in sorted(folder.rglob("*"))):
+        if path.is_file():
             target = pathlib.PurePosixPath("share", "saccade_zoo", "exports", *path.parent.relative_to(root).parts)
             files.setdefault(str(target), []).append(str(path.relative_to(HERE)))
     return sorted(files.items())
 
 README = (HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else ""
 
-setup(
+SETUP = dict(
     name="saccade_zoo",
     version="0.2.0",
     description="Keras 3 model zoo of hard-attention image classifiers (Saccader, variational saccading, RAM, DRAM).",
@@ -46,3 +49,6 @@ setup(
         "test": ["pytest>=8", "dill", "importlib_resources", "ai-edge-litert>=2.3,<2.4"],
     },
 )
+
+if __name__ == "__main__":  # pip runs this file as __main__; tests import export_data_files
+    setup(**SETUP)

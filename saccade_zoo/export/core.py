@@ -18,6 +18,7 @@ from saccade_zoo.export import tflite as _tflite
 MANIFEST = "manifest.json"
 KERAS_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
+MODEL_CARD = "README.md"  # a shipped model's card (exports/<name>/README.md), not an artifact: not hashed
 FORMAT_VERSION = 1
 
 def tflite_filename(variant):
@@ -33,13 +34,13 @@ def sha256(path, chunk=1 << 20):
 
 
 def file_table(folder):
-    """{relative path: {bytes, sha256}} of every file under folder (sorted)."""
+    """{relative path: {bytes, sha256}} of every file under folder (sorted), but the manifest and the model card."""
     table = {}
     for root, _, files in os.walk(folder):
         for name in sorted(files):
             path = os.path.join(root, name)
             rel = os.path.relpath(path, folder).replace(os.sep, "/")
-            if rel == MANIFEST:
+            if rel in (MANIFEST, MODEL_CARD):  # the manifest itself; the card is written after the export
                 continue
             table[rel] = {"bytes": os.path.getsize(path), "sha256": sha256(path)}
     return dict(sorted(table.items()))

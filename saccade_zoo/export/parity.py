@@ -6,14 +6,17 @@ Gates (the export fails with `ParityError` when one is missed):
 variant             gate
 =================== ==========================================================================================
 savedmodel, float32 max |logits - keras logits| <= 1e-4 and identical glimpse locations on every image
-float16             max |logits - keras logits| <= 1e-3 * max(1, max |keras logits|) (``relative_max_abs_logits``),
-                    top-1 agreement >= 99 % and identical glimpse trajectories on >= 98 % of images
+float16             max |logits - keras logits| <= 1e-3 * max(1, max |keras logits|) (``relative_max_abs_logits``,
+                    over the images whose glimpse trajectory equals Keras's), top-1 agreement >= 99 % and
+                    identical glimpse trajectories on >= 98 % of images
 dynamic, int8       top-1 accuracy (exact match for multi-label models) on >= 1000 held-out *labelled* real images
                     within 1.0 point of the Keras model's on the same images (``accuracy_drop`` <= 0.01)
 =================== ==========================================================================================
 
 Why these. float16 weights alone move logits of +-55 by about 0.03, so an absolute bound cannot hold for a trained
-model; a bound relative to the logits' scale can. Quantised models are gated on *accuracy*, not on agreement with
+model; a bound relative to the logits' scale can. It is taken over the images whose trajectory is Keras's: where a
+near-tie in the location logits sends one glimpse elsewhere (the up to 2 % the trajectory gate allows), the model
+reads other pixels and its logits differ by whole units, which says nothing about rounding. Quantised models are gated on *accuracy*, not on agreement with
 Keras: on images where the Keras model's top two logits are nearly tied (its uncertain, often wrong, predictions)
 8-bit rounding flips the argmax either way, so agreement measures how many near-ties a data set holds, not whether
 the export is worse. Top-1 and trajectory agreement are still measured and recorded for every variant.
@@ -53,7 +56,9 @@ def compare_outputs(reference, candidate, labels=None, contract=None):
     """Parity numbers of one candidate's outputs against the Keras reference outputs (dicts of arrays).
 
     ``labels`` (optional, one per image, in the model's label format) adds ``accuracy`` (the candidate's),
-    ``keras_accuracy`` and ``accuracy_drop`` = |keras_accuracy - accuracy|. ``contract`` (the model's
+    ``keras_accuracy`` and ``accuracy_drop`` = |keras_accuracy - accuracy|. ``max_abs_logits`` is over every image,
+    ``relative_max_abs_logits`` (divided by max(1, max |Keras logits|)) over the images whose glimpse locations
+    equal Keras's (all images for a model without glimpses). ``contract`` (the model's
     `OutputContract`) decides what a prediction is: argmax (softmax) or the multi-hot logit > 0 (sigmoid); without
     it, argmax. ``top1_agreement`` is the share of images whose prediction equals Keras's.
     """
@@ -61,15 +66,21 @@ def compare_outputs(reference, candidate, labels=None, contract=None):
     logits = np.asarray(candidate["logits"], "float64")
     if logits.shape != ref_logits.shape:
         raise ParityError(f"logits shape {logits.shape} differs from Keras {ref_logits.shape}.")
-    max_abs = float(np.max(np.abs(logits - ref_logits))) if logits.size else 0.0
+    error = np.abs(logits - ref_logits).reshape(len(ref_logits), -1).max(axis=1) if logits.size else np.zeros(0)
+    max_abs = float(error.max()) if error.size else 0.0
     scale = max(1.0, float(np.max(np.abs(ref_logits)))) if logits.size else 1.0
+    same_trajectory = np.ones(len(ref_logits), bool)
+    if "locations" in reference and "locations" in candidate:
+        same_trajectory = (np.asarray(candidate["locations"]) == np.asarray(reference["locations"])).reshape(
+            len(ref_logits), -1).all(axis=1)
+    relative = float(error[same_trajectory].max()) / scale if same_trajectory.any() else 0.0
     same = _predictions(logits, contract) == _predictions(ref_logits, contract)
     if same.ndim > 1:
         same = same.all(axis=-1)
     result = {
         "num_images": int(len(ref_logits)),
         "max_abs_logits": max_abs,
-        "relative_max_abs_logits": max_abs / scale,
+        "relative_max_abs_logits": relative,  # over the images whose glimpse trajectory is Keras's
         "top1_agreement": float(np.mean(same)),
     }
     if "locations" in reference and "locations" in candidate:
