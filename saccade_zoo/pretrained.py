@@ -92,7 +92,9 @@ def load_pretrained(name, verify=True, compile=True):
         actual = sha256(path)
         if actual != expected:
             size = os.path.getsize(path)
-            hint = (" It looks like a Git LFS pointer: run `git lfs pull`." if size < 1024 else
+            with open(path, "rb") as handle:
+                lfs_pointer = handle.read(64).startswith(b"version https://git-lfs")
+            hint = (" It is a Git LFS pointer, not the model: run `git lfs pull`." if lfs_pointer else
                     " The file is corrupt or truncated: restore it from the repository.")
             raise ValueError(f"{path} ({size} bytes) does not match its manifest (sha256 {actual[:12]}..., "
                              f"expected {expected[:12]}...).{hint}")

@@ -1,0 +1,108 @@
+"""The trained models shipped in exports/: load by name, files intact and small, accuracy as the card says,
+fine-tuning through fit, and a clear error for a corrupt file or an unknown name."""
+import json
+import os
+import runpy
+import shutil
+
+import numpy as np
+import pytest
+
+import keras
+
+import saccade_zoo
+from saccade_zoo.export import load_manifest, real_images, verify_files
+from tests.helpers import run_python
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = "saccader_fashion100"
+MAX_FILE_BYTES = 10 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def folder():
+    return saccade_zoo.pretrained_dir(SHIPPED)
+
+
+def test_shipped_model_is_listed_and_its_files_are_intact_and_small(folder):
+    assert SHIPPED in saccade_zoo.list_pretrained()
+    assert os.path.realpath(folder) == os.path.realpath(os.path.join(ROOT, "exports", SHIPPED))
+    assert verify_files(folder) == []
+    manifest = load_manifest(folder)
+    for rel, info in manifest["files"].items():
+        assert info["bytes"] < MAX_FILE_BYTES, rel
+    for rel in ("model.keras", "saved_model/saved_model.pb", "model_float32.tflite", "model_float16.tflite",
+                "model_dynamic.tflite", "model_int8.tflite", "README.md"):
+        assert os.path.isfile(os.path.join(folder, rel)), rel
+    # Every variant passed its gate, the quantised ones on accuracy over >= 1000 labelled images.
+    assert manifest["parity"]["checked"] and manifest["parity"]["labelled"]
+    assert manifest["parity"]["num_images"] >= 1000
+    assert all(result["passed"] for result in manifest["parity"]["results"].values())
+
+
+def test_model_card_states_command_data_and_accuracy(folder):
+    with open(os.path.join(folder, "README.md")) as handle:
+        card = handle.read()
+    for needed in ("tools/train.py", "tools/export.py", "--data=idx", "Intended use", "Limits", "glimpses"):
+        assert needed in card, needed
+    keras_accuracy = load_manifest(folder)["parity"]["results"]["savedmodel"]["keras_accuracy"]
+    assert f"{100 * keras_accuracy:.1f}" in card  # the parity images' accuracy, quoted from the manifest
+
+
+def test_load_pretrained_classifies_held_out_images_as_the_manifest_says(folder):
+    model = saccade_zoo.load_pretrained(SHIPPED)
+    assert isinstance(model, saccade_zoo.Saccader) and model.num_glimpses == 6
+    assert model.class_names[0] == "T-shirt/top" and model.preset == "saccader_cluttered100"
+    manifest = load_manifest(folder)
+    images, labels = real_images(model.image_shape, 1000, seed=0)  # the export's parity images
+    logits = model.predict(saccade_zoo.preprocess(images, model), batch_size=100, verbose=0)["logits"]
+    accuracy = float(np.mean(np.argmax(logits, -1) == labels))
+    # The same images the export measured on (oneDNN off here, on there: a near-tie may flip).
+    assert accuracy == pytest.approx(manifest["parity"]["results"]["savedmodel"]["keras_accuracy"], abs=0.005)
+    assert accuracy > 0.5  # chance is 0.1
+
+
+def test_load_pretrained_fine_tunes_with_fit():
+    model = saccade_zoo.load_pretrained(SHIPPED)
+    assert model.training_options["stage"] == "policy"
+    x, y = real_images(model.image_shape, 32, split="train", seed=3)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0])
+    assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
+
+
+def test_plain_keras_load_model_after_import(folder):
+    out = run_python(f"""
+import keras, saccade_zoo
+m = keras.models.load_model({os.path.join(folder, "model.keras")!r}, safe_mode=True)
+print(type(m).__name__, m.num_glimpses, m.count_params())
+""")
+    assert out.strip().splitlines()[-1] == "Saccader 6 1049946"
+
+
+def test_corrupt_file_and_unknown_name_are_clear_errors(folder, tmp_path, monkeypatch):
+    copy = tmp_path / SHIPPED
+    shutil.copytree(folder, copy)
+    monkeypatch.setenv(saccade_zoo.pretrained.EXPORTS_ENV, str(tmp_path))
+    assert saccade_zoo.pretrained_dir(SHIPPED) == str(copy)  # the environment variable comes first
+    with open(copy / "model.keras", "r+b") as handle:
+        handle.truncate(1000)
+    with pytest.raises(ValueError, match=r"model.keras \(1000 bytes\) does not match its manifest.*corrupt or trunc"):
+        saccade_zoo.load_pretrained(SHIPPED)
+    (copy / "model.keras").write_text("version https://git-lfs.github.com/spec/v1\n")
+    with pytest.raises(ValueError, match="Git LFS pointer"):
+        saccade_zoo.load_pretrained(SHIPPED)
+    with pytest.raises(ValueError, match=f"No shipped model named 'saccader_fashion'. Shipped models: .*{SHIPPED}"):
+        saccade_zoo.load_pretrained("saccader_fashion")
+
+
+def test_setup_installs_every_shipped_file(folder):
+    data_files = runpy.run_path(os.path.join(ROOT, "setup.py"), run_name="setup_test")["export_data_files"]()
+    installed = {os.path.join(target, os.path.basename(f)) for target, files in data_files for f in files}
+    shipped = {os.path.join("share", "saccade_zoo", "exports", SHIPPED, rel)
+               for rel in list(load_manifest(folder)["files"]) + ["manifest.json"]}
+    assert shipped <= installed
+    # A user's own exports (no model card) are not installed.
+    assert not any(path.split(os.sep)[3] == "quickstart" for path in installed)
+    assert json.dumps(sorted(installed))  # plain strings
