@@ -75,8 +75,9 @@ def plot_accuracy_vs_glimpses(results, path, trained_glimpses=None, full_image=N
     """Line plot of accuracy vs number of glimpses for several policies ({name: [acc at 1..T]})."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, values in results.items():
-        ax.plot(np.arange(1, len(values) + 1), values, marker="o", ms=3, label=name)
+    colors = plt.get_cmap("tab10" if len(results) <= 10 else "tab20").colors  # one colour per curve
+    for i, (name, values) in enumerate(results.items()):
+        ax.plot(np.arange(1, len(values) + 1), values, marker="o", ms=3, label=name, color=colors[i % len(colors)])
     if full_image is not None:
         ax.axhline(full_image, color="k", ls=":", label="full image (all cells)")
     if trained_glimpses:
