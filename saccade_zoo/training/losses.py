@@ -64,3 +64,13 @@ def l2_penalty(variables, reduction="sum"):
         total = tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
         return total / float(sum(int(v.shape.num_elements()) for v in variables))
     raise ValueError(f"l2 reduction must be 'sum' (paper) or 'mean' (reference code), got {reduction!r}.")
+
+
+def full_image_terms(model, images, labels, training):
+    """The one stage of a full-image classifier (a BagNet's Eq. 4, a ConvNet): cross entropy of the model's
+    ``logits`` (for a BagNet already the all-cells mean), every kernel penalised, accuracy as the statistic. In the
+    dict form `StagedTrainingMixin` expects of ``_stage_terms``."""
+    logits = model(images, training=training)["logits"]
+    return {"per_example": {"ce": aggregated_cross_entropy(logits, labels, model.activation)},
+            "penalised": penalised_kernels(model.trainable_variables),
+            "stats": {"accuracy": correct(logits, labels, model.activation)}}

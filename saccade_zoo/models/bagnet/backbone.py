@@ -4,7 +4,7 @@ import keras
 from saccade_zoo.models.bagnet.blocks import BN_EPSILON, BN_MOMENTUM, BagNetBlock, batch_norm
 from saccade_zoo.contract import ACTIVATIONS, OutputContract
 from saccade_zoo.models.base import ZooModel, reject_unknown_kwargs
-from saccade_zoo.training.losses import aggregated_cross_entropy, correct, penalised_kernels
+from saccade_zoo.training.losses import full_image_terms
 from saccade_zoo.training.staged import Stage, StagedTrainingMixin
 
 # kernel3 (how many 3x3 blocks lead each group) for the standard receptive fields.
@@ -173,7 +173,4 @@ class BagNet(StagedTrainingMixin, ZooModel):
         return self.trainable_variables
 
     def _stage_terms(self, stage, images, labels, training, options):
-        logits = self(images, training=training)["logits"]
-        return {"per_example": {"ce": aggregated_cross_entropy(logits, labels, self.activation)},
-                "penalised": penalised_kernels(self.trainable_variables),
-                "stats": {"accuracy": correct(logits, labels, self.activation)}}
+        return full_image_terms(self, images, labels, training)
