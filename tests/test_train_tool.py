@@ -131,3 +131,6 @@ def test_tools_dispatch_on_what_the_model_declares(tmp_path):
     assert manifest["model"]["contract"]["activation"] == "sigmoid"
     assert manifest["class_names"][0] == "T-shirt/top"
     assert "sigmoid" in manifest["outputs"]["probabilities"]["description"]
+    # Labelled two-item images (multi-hot) record the exact-match accuracy; no quantised variant, so 8 are enough.
+    assert manifest["parity"]["labelled"] and "two items per image" in manifest["parity"]["images"]
+    assert 0.0 <= manifest["parity"]["results"]["savedmodel"]["keras_accuracy"] <= 1.0

@@ -130,7 +130,8 @@ def export_model(model, out_dir, representative_images, class_names=None, prepro
 
     ``parity_labels`` (one per parity image, in the model's label format: class indices, or multi-hot for a
     multi-label model) turns on the accuracy gate of the quantised variants: their top-1 accuracy must be within
-    1.0 point of Keras's. It needs at least ``min_labelled_images`` (1000) images. Without labels the quantised
+    1.0 point of Keras's. It needs at least ``min_labelled_images`` (1000) images when a quantised variant is
+    written (other variants only record the accuracy). Without labels the quantised
     variants are gated on top-1 agreement with Keras instead, and the manifest says so. ``thresholds``
     ({variant: {metric: limit}}) overrides the gates of the variants it names.
     Ops that are not TFLite built-ins raise `UnsupportedOpsError` naming the ops and layers.
@@ -151,9 +152,10 @@ def export_model(model, out_dir, representative_images, class_names=None, prepro
         parity_labels = np.asarray(parity_labels)
         if len(parity_labels) != len(test_images):
             raise ValueError(f"parity_labels has {len(parity_labels)} labels for {len(test_images)} parity images.")
-        if len(parity_labels) < int(min_labelled_images):
-            raise ValueError(f"The accuracy gate of the quantised variants needs >= {int(min_labelled_images)} "
-                             f"labelled parity images, got {len(parity_labels)}.")
+        quantised = [v for v in variants if v in ("dynamic", "int8")]
+        if quantised and len(parity_labels) < int(min_labelled_images):
+            raise ValueError(f"The accuracy gate of the quantised variants ({', '.join(quantised)}) needs >= "
+                             f"{int(min_labelled_images)} labelled parity images, got {len(parity_labels)}.")
     num_classes = int(model.output["logits"].shape[-1])
     class_names = list(model.class_names if class_names is None else class_names)
     if len(class_names) != num_classes or not all(isinstance(c, str) for c in class_names):
