@@ -108,12 +108,12 @@ def test_losses_match_the_paper_definitions():
     expected = -(score[np.arange(3), labels] - np.log(np.exp(score).sum(-1)))
     np.testing.assert_allclose(aggregated_cross_entropy(tf.constant(logits), labels), expected, rtol=1e-5)
     logits_map = np.random.randn(2, 3, 3, 4).astype("float32")
-    # The paper's targets (default): cells by their largest logit over classes.
-    targets = location_targets(tf.constant(logits_map), 4).numpy()
+    # The paper's targets: cells by their largest logit over classes.
+    targets = location_targets(tf.constant(logits_map), 4, "max_logit").numpy()
     for b in range(2):
         np.testing.assert_array_equal(targets[b], np.argsort(-logits_map[b].max(axis=-1).ravel())[:4])
-    # The authors' code's targets: the predicted class's cells.
-    targets = location_targets(tf.constant(logits_map), 4, "predicted_class").numpy()
+    # The authors' code's targets (default): the predicted class's cells.
+    targets = location_targets(tf.constant(logits_map), 4).numpy()
     for b in range(2):
         predicted = logits_map[b].mean(axis=(0, 1)).argmax()
         np.testing.assert_array_equal(targets[b], np.argsort(-logits_map[b, :, :, predicted].ravel())[:4])
@@ -121,7 +121,7 @@ def test_losses_match_the_paper_definitions():
     case = np.zeros((1, 2, 2, 2), "float32")
     case[0, :, :, 0] = [[1.0, 1.0], [1.0, 2.0]]
     case[0, 0, 0, 1] = 5.0
-    assert location_targets(tf.constant(case), 1).numpy()[0, 0] == 0
+    assert location_targets(tf.constant(case), 1, "max_logit").numpy()[0, 0] == 0
     assert location_targets(tf.constant(case), 1, "predicted_class").numpy()[0, 0] == 3
     with pytest.raises(ValueError, match="location_targets"):
         location_targets(tf.constant(case), 1, "largest")
@@ -152,7 +152,7 @@ def test_training_errors_are_clear(real_batch):
     with pytest.raises(ValueError, match=r"location_targets must be one of \('max_logit', 'predicted_class'\)"):
         model.compile("sgd", stage="location", location_targets="largest")
     model.compile("sgd", stage="location")
-    assert model.training_options["location_targets"] == "max_logit"  # the paper's targets by default
+    assert model.training_options["location_targets"] == "predicted_class"  # the authors' code's, by default
     model.compile("sgd", stage="policy")
     with pytest.raises(TypeError, match="Stage 'policy' of Saccader has no option"):
         model.compile("sgd", stage="policy", location_glimpses=6)
