@@ -82,6 +82,7 @@ def main(argv):
         return fail("--model is required (a preset name or a .keras file).")
     from saccade_zoo.export import (MIN_LABELLED_IMAGES, ParityError, UnsupportedOpsError, export_model,
                                     labelled_task, real_images)
+    from saccade_zoo.export.parity import QUANTISED_VARIANTS
     from saccade_zoo.export.images import describe
 
     try:
@@ -99,7 +100,7 @@ def main(argv):
         if task is None:
             print(f"note: no labelled images match {model.name}'s classes; dynamic and int8 are gated on top-1 "
                   "agreement with Keras instead of accuracy")
-        elif FLAGS.num_images < MIN_LABELLED_IMAGES and {"dynamic", "int8"} & set(FLAGS.variants):
+        elif FLAGS.num_images < MIN_LABELLED_IMAGES and set(QUANTISED_VARIANTS) & set(FLAGS.variants):
             raise ValueError(f"--num_images={FLAGS.num_images}: the quantised variants' accuracy gate needs >= "
                              f"{MIN_LABELLED_IMAGES} labelled images.")
         calibration, _ = real_images(shape, FLAGS.num_calibration_images, split="train", seed=FLAGS.seed,

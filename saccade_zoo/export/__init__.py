@@ -19,8 +19,8 @@ from saccade_zoo.export.serving import resolve_preprocessing, save_serving, serv
 from saccade_zoo.export.tflite import VARIANTS, TFLiteRunner, UnsupportedOpsError, convert_tflite, unsupported_ops
 
 __all__ = [
-    "KERAS_FILE", "MANIFEST", "MIN_LABELLED_IMAGES", "SAVED_MODEL_DIR", "THRESHOLDS", "VARIANTS", "ParityError", "TFLiteRunner",
-    "UnsupportedOpsError", "compare_outputs", "convert_tflite", "export_model",
-    "keras_reference", "labelled_task", "load_manifest", "real_images", "resolve_preprocessing", "run_saved_model", "save_serving",
+    "KERAS_FILE", "MANIFEST", "MIN_LABELLED_IMAGES", "SAVED_MODEL_DIR", "THRESHOLDS", "VARIANTS", "ParityError",
+    "TFLiteRunner", "UnsupportedOpsError", "compare_outputs", "convert_tflite", "export_model", "keras_reference",
+    "labelled_task", "load_manifest", "real_images", "resolve_preprocessing", "run_saved_model", "save_serving",
     "serving_archive", "serving_function", "sha256", "tflite_filename", "unsupported_ops", "verify_files",
 ]

@@ -152,7 +152,7 @@ def export_model(model, out_dir, representative_images, class_names=None, prepro
         parity_labels = np.asarray(parity_labels)
         if len(parity_labels) != len(test_images):
             raise ValueError(f"parity_labels has {len(parity_labels)} labels for {len(test_images)} parity images.")
-        quantised = [v for v in variants if v in ("dynamic", "int8")]
+        quantised = [v for v in variants if v in _parity.QUANTISED_VARIANTS]
         if quantised and len(parity_labels) < int(min_labelled_images):
             raise ValueError(f"The accuracy gate of the quantised variants ({', '.join(quantised)}) needs >= "
                              f"{int(min_labelled_images)} labelled parity images, got {len(parity_labels)}.")

@@ -34,8 +34,9 @@ THRESHOLDS = {
     "dynamic": {"accuracy_drop": 0.01},
     "int8": {"accuracy_drop": 0.01},
 }
-# Gates of the quantised variants when no labelled images match the model's classes.
-AGREEMENT_FALLBACK = {"dynamic": {"top1_agreement": 0.95}, "int8": {"top1_agreement": 0.95}}
+# The quantised variants: gated on accuracy with labelled images, else on agreement (AGREEMENT_FALLBACK).
+QUANTISED_VARIANTS = ("dynamic", "int8")
+AGREEMENT_FALLBACK = {variant: {"top1_agreement": 0.95} for variant in QUANTISED_VARIANTS}
 # The accuracy gate needs this many labelled images: on fewer, 1 point is within sampling noise of a tie flip.
 MIN_LABELLED_IMAGES = 1000
 # Keys where larger is worse (the rest are agreements / accuracies: smaller is worse).
@@ -69,10 +70,11 @@ def compare_outputs(reference, candidate, labels=None, contract=None):
     error = np.abs(logits - ref_logits).reshape(len(ref_logits), -1).max(axis=1) if logits.size else np.zeros(0)
     max_abs = float(error.max()) if error.size else 0.0
     scale = max(1.0, float(np.max(np.abs(ref_logits)))) if logits.size else 1.0
+    has_locations = "locations" in reference and "locations" in candidate
     same_trajectory = np.ones(len(ref_logits), bool)
-    if "locations" in reference and "locations" in candidate:
-        same_trajectory = (np.asarray(candidate["locations"]) == np.asarray(reference["locations"])).reshape(
-            len(ref_logits), -1).all(axis=1)
+    if has_locations:
+        same_glimpse = np.asarray(candidate["locations"]) == np.asarray(reference["locations"])
+        same_trajectory = same_glimpse.reshape(len(ref_logits), -1).all(axis=1)
     relative = float(error[same_trajectory].max()) / scale if same_trajectory.any() else 0.0
     same = _predictions(logits, contract) == _predictions(ref_logits, contract)
     if same.ndim > 1:
@@ -83,10 +85,9 @@ def compare_outputs(reference, candidate, labels=None, contract=None):
         "relative_max_abs_logits": relative,  # over the images whose glimpse trajectory is Keras's
         "top1_agreement": float(np.mean(same)),
     }
-    if "locations" in reference and "locations" in candidate:
-        same = np.asarray(candidate["locations"]) == np.asarray(reference["locations"])
-        result["location_agreement"] = float(np.mean(same.reshape(len(same), -1).all(axis=1)))
-        result["glimpse_location_agreement"] = float(np.mean(same.all(axis=-1)))
+    if has_locations:
+        result["location_agreement"] = float(np.mean(same_trajectory))
+        result["glimpse_location_agreement"] = float(np.mean(same_glimpse.all(axis=-1)))
     if labels is not None:
         labels = np.asarray(labels)
         if len(labels) != len(ref_logits):
@@ -132,7 +133,7 @@ def check(variant, metrics, limits):
             failures.append(f"{key} = {value:.6g} (required {relation} {limit:g})")
     if failures:
         hint = ""
-        if variant in ("dynamic", "int8") and "top1_agreement" in limits:
+        if variant in QUANTISED_VARIANTS and "top1_agreement" in limits:
             hint = (" An untrained (random-init) model has nearly tied logits, so int8 top-1 agreement is poor; "
                     "export a trained model.")
         if "accuracy_drop" in limits and "accuracy" in metrics:
