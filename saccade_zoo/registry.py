@@ -19,7 +19,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def register_preset(name, builder, description, preprocessing, class_names=None, **config):
+def register_preset(name, builder, description, preprocessing, class_names=None, task=None, **config):
     """Register a preset.
 
     Args:
@@ -28,6 +28,8 @@ def register_preset(name, builder, description, preprocessing, class_names=None,
         description: one line for `list_models` users.
         preprocessing: dict with ``image_size``, ``channels``, ``mean``, ``std`` (on [0, 1] pixels), ``value_range``.
         class_names: optional list of class names (default "class_0", ...).
+        task: the cluttered-data task the preset is made for ("single", "identify", "sum"; None: any), the default
+            of ``tools/train.py --task``.
         **config: the builder's keyword arguments (``num_classes``, ``image_shape``, ...).
     """
     if name in _PRESETS:
@@ -36,7 +38,8 @@ def register_preset(name, builder, description, preprocessing, class_names=None,
         raise TypeError(f"The builder of preset {name!r} must be callable, got {builder!r}.")
     _PRESETS[name] = {"name": name, "builder": builder, "description": description,
                       "preprocessing": dict(preprocessing),
-                      "class_names": None if class_names is None else list(class_names), "config": config}
+                      "class_names": None if class_names is None else list(class_names), "task": task,
+                      "config": config}
 
 
 def list_models(pattern=None):

@@ -152,7 +152,7 @@ def test_training_errors_are_clear(real_batch):
     with pytest.raises(ValueError, match=r"location_targets must be one of \('max_logit', 'predicted_class'\)"):
         model.compile("sgd", stage="location", location_targets="largest")
     model.compile("sgd", stage="location")
-    assert model.training_options["location_targets"] == "predicted_class"  # the authors' code's, by default
+    assert model.training_options["location_targets"] == "max_logit"  # the paper's, by default
     model.compile("sgd", stage="policy")
     with pytest.raises(TypeError, match="Stage 'policy' of Saccader has no option"):
         model.compile("sgd", stage="policy", location_glimpses=6)

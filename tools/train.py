@@ -32,9 +32,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "saccader_cluttered100", "Model preset with training stages (saccade_zoo.list_models()).")
 flags.DEFINE_enum("data", "sample", ["sample", "idx"], "Item source: the shipped sample or IDX files in --data_dir.")
 flags.DEFINE_string("data_dir", None, "Folder of MNIST-format IDX files (default /usr/share/datasets/fashion-mnist).")
-flags.DEFINE_enum("task", "single", ["single", "identify", "sum"],
+flags.DEFINE_enum("task", None, ["single", "identify", "sum"],
                   "single: one item, its class; identify: two items, multi-hot labels (a multi-label model); "
-                  "sum: two items, the sum of their classes (19 classes).")
+                  "sum: two items, the sum of their classes (19 classes). Default: the preset's task (single for "
+                  "presets made for any).")
 flags.DEFINE_integer("train_examples", None, "Training images to generate (default: one per source item).")
 flags.DEFINE_integer("test_examples", None, "Test images to generate (default: one per source test item).")
 flags.DEFINE_integer("canvas_size", 100, "Canvas side in pixels.")
@@ -44,20 +45,24 @@ flags.DEFINE_list("epochs", None, "Epochs per stage (one value for all, or one p
                   "quick-start epochs, 4,1,2 for a Saccader).")
 flags.DEFINE_list("learning_rate", None, "Peak learning rate per stage (or one value; default: the stages' own, "
                   "0.1,0.1,0.01 for a Saccader).")
-flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "SGD with Nesterov momentum 0.9 (paper) or Adam.")
+flags.DEFINE_enum("optimizer", None, ["sgd", "adam"], "SGD with Nesterov momentum 0.9 (the Saccader paper) or Adam "
+                  "(the variational saccading paper). Default: each stage's own.")
 flags.DEFINE_float("warmup_epochs", 0.5, "Linear warm-up before the cosine decay, in epochs.")
 flags.DEFINE_integer("batch_size", 32, "Global batch size.")
-flags.DEFINE_float("clipnorm", None, "Clip the global gradient norm (off by default, as in the paper).")
-flags.DEFINE_float("weight_decay", 1e-4, "lambda of the (lambda/2) * sum(w^2) penalty.")
+flags.DEFINE_float("clipnorm", None, "Clip the global gradient norm. Default: each stage's own (see "
+                   "`type(model).stages`); 0 turns clipping off.")
+flags.DEFINE_float("weight_decay", None, "lambda of the (lambda/2) * sum(w^2) penalty (default: each stage's own, "
+                   "1e-4 for the Saccader's steps, 0 for variational saccading).")
 flags.DEFINE_integer("glimpses", None, "T of the glimpse model (default: the preset's; the paper: 6).")
 flags.DEFINE_integer("location_glimpses", 12, "T of location pretraining (the paper: 12).")
 flags.DEFINE_enum("location_objective", "mean", ["mean", "sum"],
                   "Location pretraining minimises Eq. 5 / T (mean, default: one learning rate for every T) or Eq. 5 "
                   "as written (sum: T times larger steps).")
-flags.DEFINE_enum("location_targets", "predicted_class", ["predicted_class", "max_logit"],
-                  "Location pretraining targets: the predicted class's best cells (predicted_class, the authors' "
-                  "code, default) or the cells of largest maximum logit over classes (max_logit, the paper; its "
-                  "policy step partly collapsed in 2 of 4 small-data runs, see docs/results.md).")
+flags.DEFINE_enum("location_targets", "max_logit", ["max_logit", "predicted_class"],
+                  "Location pretraining targets: the cells of largest maximum logit over classes (max_logit, the "
+                  "paper, default) or the predicted class's best cells (predicted_class, the authors' code).")
+flags.DEFINE_float("beta", 1.0, "Variational saccading: weight of the VRNN ELBO (reconstruction + KL) in Eq. 5 (1 = the "
+                   "paper's sum).")
 flags.DEFINE_integer("trajectories", 2, "Sampled trajectories per image in the policy step (the paper: 2).")
 flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the data and the sampling.")
 flags.DEFINE_string("output_dir", "runs/quickstart", "Where checkpoints, logs, the model and pictures go.")
@@ -126,13 +131,16 @@ def main(argv):
     from saccade_zoo.training.runner import save_atomically, train_stage
 
     preset = saccade_zoo.get_preset(FLAGS.preset)
-    config = ClutteredConfig(canvas_size=FLAGS.canvas_size, num_distractors=FLAGS.num_distractors, task=FLAGS.task,
-                             num_items=1 if FLAGS.task == "single" else 2)
+    task = FLAGS.task or preset.get("task") or "single"
+    config = ClutteredConfig(canvas_size=FLAGS.canvas_size, num_distractors=FLAGS.num_distractors, task=task,
+                             num_items=1 if task == "single" else 2)
     source = "sample" if FLAGS.data == "sample" else FLAGS.data_dir
     overrides = {"class_names": class_names(config, source)}
     overrides["num_classes"] = len(overrides["class_names"])
-    if FLAGS.task == "identify":
+    if task == "identify":
         overrides["activation"] = "sigmoid"
+    elif preset["config"].get("activation") == "sigmoid":  # a multi-label preset trained on a one-label task
+        overrides["activation"] = "softmax"
     if FLAGS.glimpses is not None:
         if "num_glimpses" not in preset["config"]:
             raise app.UsageError(f"--glimpses: preset {FLAGS.preset} takes no glimpses (a full-image model).")
@@ -150,12 +158,14 @@ def main(argv):
         raise app.UsageError(f"--steps: {error}") from None
     epochs = per_stage(FLAGS.epochs, stages, "epochs", int, lambda s: s.epochs)
     rates = per_stage(FLAGS.learning_rate, stages, "learning_rate", float, lambda s: s.learning_rate)
-    options = dict(weight_decay=FLAGS.weight_decay, location_glimpses=FLAGS.location_glimpses,
+    options = dict(location_glimpses=FLAGS.location_glimpses,
                    location_objective=FLAGS.location_objective, location_targets=FLAGS.location_targets,
-                   num_trajectories=FLAGS.trajectories,
+                   num_trajectories=FLAGS.trajectories, beta=FLAGS.beta,
                    sampling_seed=FLAGS.seed)
     if FLAGS.glimpses is not None:
         options["num_glimpses"] = FLAGS.glimpses
+    if FLAGS.weight_decay is not None:
+        options["weight_decay"] = FLAGS.weight_decay
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     started = time.time()
 
@@ -171,9 +181,10 @@ def main(argv):
         stage_options = {k: v for k, v in options.items() if k in stage.all_options()}
         try:
             model = train_stage(model, stage.name, (train["images"], train["labels"]), FLAGS.output_dir, n_epochs,
-                                FLAGS.batch_size, FLAGS.optimizer, rate, FLAGS.warmup_epochs, FLAGS.seed,
+                                FLAGS.batch_size, FLAGS.optimizer or stage.optimizer, rate, FLAGS.warmup_epochs,
+                                FLAGS.seed,
                                 FLAGS.checkpoint_every, validation, FLAGS.verbose, stage_options,
-                                clipnorm=FLAGS.clipnorm)
+                                clipnorm=stage.clipnorm if FLAGS.clipnorm is None else (FLAGS.clipnorm or None))
         except TrainingDiverged as error:
             retry = ",".join(str(r if i != position else round(r / 3, 6)) for i, r in enumerate(rates))
             print(f"\nERROR: {error}\nTo retry: the same command with --learning_rate={retry}", file=sys.stderr)
@@ -188,7 +199,7 @@ def main(argv):
                                 item_boxes=test["boxes"], seed=FLAGS.seed)
     trained_glimpses = getattr(model, "num_glimpses", FLAGS.eval_glimpses)
     warning = chance_warning(results, model.contract, test["labels"], trained_glimpses)
-    results.update(preset=FLAGS.preset, task=FLAGS.task, steps=[s.name for s in stages], epochs=epochs,
+    results.update(preset=FLAGS.preset, task=task, steps=[s.name for s in stages], epochs=epochs,
                    learning_rates=rates, seed=FLAGS.seed, data=FLAGS.data, train_examples=len(train["images"]),
                    test_examples=len(test["images"]), train_seconds=round(train_seconds, 1))
     if warning:
@@ -207,7 +218,7 @@ def main(argv):
     print(format_accuracy_table(results))
     plot_accuracy_vs_glimpses({n: results["policies"][n]["accuracy"] for n in names},
                               os.path.join(FLAGS.output_dir, "accuracy_vs_glimpses.png"), trained_glimpses,
-                              results["full_image"], title=f"{FLAGS.preset}, {FLAGS.data} test set ({FLAGS.task})")
+                              results["full_image"], title=f"{FLAGS.preset}, {FLAGS.data} test set ({task})")
     if glimpse_model is not None:
         shown = test["images"][:8]
         out = glimpse_model.predict(shown, verbose=0)

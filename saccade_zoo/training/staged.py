@@ -35,6 +35,8 @@ class Stage:
         metrics: names reported by fit (loss first).
         options: option name -> default (besides `COMMON_OPTIONS`).
         epochs, learning_rate: the quick-start defaults of ``tools/train.py`` for this stage.
+        optimizer, clipnorm: the stage's default optimizer ("sgd": Nesterov momentum, the Saccader paper; "adam":
+            the variational saccading paper) and global gradient-norm clipping (None: off), for ``tools/train.py``.
     """
 
     name: str
@@ -43,6 +45,8 @@ class Stage:
     options: dict = dataclasses.field(default_factory=dict)
     epochs: int = 1
     learning_rate: float = 0.1
+    optimizer: str = "sgd"
+    clipnorm: float = None
 
     def all_options(self):
         return {**COMMON_OPTIONS, **self.options}
@@ -140,12 +144,17 @@ class StagedTrainingMixin:
         options = self._check_stage_options(declared.name, options)
         super().compile(optimizer=optimizer, **keras_kwargs)
         self.training_options = dict(stage=declared.name, **options)
-        self._stage_trackers = [keras.metrics.Mean(name=name) for name in declared.metrics]
+        self._stage_trackers = [keras.metrics.Mean(name=name) for name in self._stage_metric_names(declared)]
         self.optimizer.build(self.trainable_variables)
 
     def _check_stage_options(self, stage, options):
         """Validate (and normalise) a stage's options; returns them."""
         return options
+
+    def _stage_metric_names(self, stage):
+        """The metrics fit reports for a declared `Stage` (a model may drop some, e.g. per-label accuracy of a
+        one-class model)."""
+        return stage.metrics
 
     @property
     def metrics(self):

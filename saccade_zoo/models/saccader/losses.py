@@ -10,17 +10,20 @@ def location_targets(logits_map, num_glimpses, rule="predicted_class"):
     """Location-pretraining targets (Eq. 5): T cells of the BagNet's logits map, best first.
 
     Rules:
-    - ``"max_logit"`` (the paper): cells sorted by their *largest logit over classes*. Section 3.2, after Eq. 5:
-      "l_target^1 is the location with largest maximum logit, and l_target^361 is the location with the smallest
-      maximum logit". A cell that is confident about any class is a target, whatever the image's label.
-    - ``"predicted_class"`` (default, the authors' code): cells sorted by the logit of the image's *predicted*
-      class (argmax of the spatially averaged logits).
+    - ``"max_logit"`` (default, the paper): cells sorted by their *largest logit over classes*. Section 3.2, after
+      Eq. 5: "l_target^1 is the location with largest maximum logit, and l_target^361 is the location with the
+      smallest maximum logit". A cell that is confident about any class is a target, whatever the image's label.
+    - ``"predicted_class"`` (the authors' code): cells sorted by the logit of the image's *predicted* class (argmax
+      of the spatially averaged logits).
 
-    Why the default is not the paper's: with the paper's targets the policy step (Eq. 6) that follows partly
-    collapsed in 2 of 4 small-data runs (the shipped sample; training reward falling during step 3, validation at
-    chance after its first epoch, a CI quick start ending at 18.8%), while the authors' targets trained the quick
-    start in every run of this code's history. On the full data both train (70.8% with the paper's targets,
-    docs/results.md). Until step 3's instability is understood, the paper's targets are an option.
+    On a weak BagNet the paper's targets are the worse guide: a BagNet trained by Eq. 4 only scores the mean over
+    cells, so single cells can carry extreme logits (on the reduced quick start's step-1 BagNet, 41% on the full
+    image: cell maxima up to 130, 99th percentile 70), and the cell of largest maximum logit was right for 14.8% of
+    images against 25.2% for the predicted class's best cell. The policy step after them once collapsed (the
+    cross entropy at those cells retrained the BagNet with steps too large: full-image accuracy 41% -> 11%); the
+    policy step now clips the global gradient norm at 1 (`Saccader.stages`), which fixed it (13.6% -> 38.0% at 6
+    glimpses on that run). On the full data (BagNet at 80%) the paper's targets gave 70.8% and the
+    authors' 58.1% (docs/results.md; that run's policy step partly collapsed, before the clipping).
 
     Args:
         logits_map: (B, h, w, C).

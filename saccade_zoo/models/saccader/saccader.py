@@ -90,6 +90,10 @@ class Saccader(StagedTrainingMixin, BagNetGlimpseModel):
     ``"representation"`` (Eq. 4, BagNet only), ``"location"`` (Eq. 5, T = 12, BagNet frozen: no gradient and
     BatchNorm statistics fixed) and ``"policy"`` (Eq. 6, REINFORCE with S sampled trajectories and a batch-mean
     baseline + cross entropy on the glimpse-averaged logits, whole model). See `StagedTrainingMixin.compile`.
+    Deviation: the policy step clips the global gradient norm at 1 (``Stage.clipnorm``, used by
+    ``tools/train.py``; with your own optimizer pass ``global_clipnorm=1.0``). The paper states no clipping; without
+    it the cross entropy at cells of extreme logits retrained a small-data BagNet with too large steps and the
+    step collapsed (see `saccade_zoo.models.saccader.losses.location_targets`).
 
     Args:
         backbone: a `BagNet` (or its serialized config).
@@ -162,20 +166,19 @@ class Saccader(StagedTrainingMixin, BagNetGlimpseModel):
         BagNet.stages[0],  # Eq. 4 trains the BagNet alone: its own step
         Stage("location", "Eq. 5: location pretraining on the BagNet's ranked cells (BagNet frozen)",
               ("loss", "location_ce", "l2", "location_accuracy"),
-              options=dict(location_glimpses=12, location_objective="mean", location_targets="predicted_class"),
+              options=dict(location_glimpses=12, location_objective="mean", location_targets="max_logit"),
               epochs=1, learning_rate=0.1),
         Stage("policy", "Eq. 6: REINFORCE on sampled trajectories + cross entropy on the glimpses (whole model)",
               ("loss", "reinforce", "ce", "l2", "reward", "accuracy"),
               options=dict(num_glimpses=None, num_trajectories=2, reinforce_weight=1.0, sampling_seed=0),
-              epochs=2, learning_rate=0.01),
+              epochs=2, learning_rate=0.01, clipnorm=1.0),
     )
 
     def _check_stage_options(self, stage, options):
         """location_glimpses (T of Eq. 5, 12 in the paper), location_objective ("mean": Eq. 5 / T, default; "sum":
         Eq. 5 as written; see `saccade_zoo.models.saccader.losses.location_objective_scale`), location_targets
-        ("predicted_class": the authors' code's cells of the predicted class, default; "max_logit": the paper's
-        cells of largest maximum logit; see `saccade_zoo.models.saccader.losses.location_targets` for why the
-        default is not the paper's); num_glimpses (T of
+        ("max_logit": the paper's cells of largest maximum logit, default; "predicted_class": the authors' code's
+        cells of the predicted class; see `saccade_zoo.models.saccader.losses.location_targets`); num_glimpses (T of
         Eq. 6, default the model's), num_trajectories (S, 2 in the paper), reinforce_weight (1 in Eq. 6),
         sampling_seed (salt of the keyed trajectory sampling)."""
         if stage == "location":
