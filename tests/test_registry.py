@@ -15,8 +15,8 @@ SMALL = {"image_shape": (96, 96, 3), "num_classes": 7}
 
 def small_overrides(name):
     preset = saccade_zoo.get_preset(name)
-    height = preset["config"].get("image_shape", (0,))[0]
-    return dict(SMALL) if height > 100 else {}
+    shape = preset["config"].get("image_shape", (0, 0, 3))
+    return dict(SMALL, image_shape=(*SMALL["image_shape"][:2], shape[-1])) if shape[0] > 100 else {}
 
 
 @pytest.mark.parametrize("name", saccade_zoo.list_models())
@@ -57,8 +57,12 @@ def test_every_preset_declares_its_training_stages(name):
         assert {"weight_decay", "l2_reduction"} <= set(stage.all_options())
     if isinstance(model, saccade_zoo.PolicyClassifier):
         assert stages == ()  # evaluated, not trained
-    elif isinstance(model, saccade_zoo.models.ConvNet):
+    elif isinstance(model, saccade_zoo.BagNet):
+        assert model.stage_names == ("representation",)  # Eq. 4: the Saccader's first step
+    elif not model.contract.has_glimpses:
         assert model.stage_names == ("classifier",)  # a plain full-image classifier: one cross-entropy stage
+    elif isinstance(model, saccade_zoo.models.VariationalSaccader):
+        assert model.stage_names == ("variational",)  # Eq. 5 end to end: one stage
     else:
         assert stages and stages[0].name == "representation"
 

@@ -37,6 +37,9 @@ THRESHOLDS = {
 # The quantised variants: gated on accuracy with labelled images, else on agreement (AGREEMENT_FALLBACK).
 QUANTISED_VARIANTS = ("dynamic", "int8")
 AGREEMENT_FALLBACK = {variant: {"top1_agreement": 0.95} for variant in QUANTISED_VARIANTS}
+# Continuous glimpse centres (spatial transformers, RAM, DRAM) count as the same location within this many pixels:
+# a twentieth of a pixel moves a bilinear glimpse by at most 5% of one pixel step.
+CONTINUOUS_LOCATION_TOLERANCE = 0.05
 # The accuracy gate needs this many labelled images: on fewer, 1 point is within sampling noise of a tie flip.
 MIN_LABELLED_IMAGES = 1000
 # Keys where larger is worse (the rest are agreements / accuracies: smaller is worse).
@@ -59,7 +62,9 @@ def compare_outputs(reference, candidate, labels=None, contract=None):
     ``labels`` (optional, one per image, in the model's label format) adds ``accuracy`` (the candidate's),
     ``keras_accuracy`` and ``accuracy_drop`` = |keras_accuracy - accuracy|. ``max_abs_logits`` is over every image,
     ``relative_max_abs_logits`` (divided by max(1, max |Keras logits|)) over the images whose glimpse locations
-    equal Keras's (all images for a model without glimpses). ``contract`` (the model's
+    equal Keras's (all images for a model without glimpses). Grid locations agree when they are the same cell,
+    continuous ones (pixel centres) when within ``CONTINUOUS_LOCATION_TOLERANCE`` pixels (their largest difference is
+    ``max_abs_locations_px``). ``contract`` (the model's
     `OutputContract`) decides what a prediction is: argmax (softmax) or the multi-hot logit > 0 (sigmoid); without
     it, argmax. ``top1_agreement`` is the share of images whose prediction equals Keras's.
     """
@@ -73,7 +78,12 @@ def compare_outputs(reference, candidate, labels=None, contract=None):
     has_locations = "locations" in reference and "locations" in candidate
     same_trajectory = np.ones(len(ref_logits), bool)
     if has_locations:
-        same_glimpse = np.asarray(candidate["locations"]) == np.asarray(reference["locations"])
+        ref_locations, locations = np.asarray(reference["locations"]), np.asarray(candidate["locations"])
+        if np.issubdtype(ref_locations.dtype, np.integer):  # grid cells: the same cell
+            same_glimpse = locations == ref_locations
+        else:  # continuous centres in pixels: within CONTINUOUS_LOCATION_TOLERANCE pixels
+            location_error = np.abs(locations.astype("float64") - ref_locations)
+            same_glimpse = location_error <= CONTINUOUS_LOCATION_TOLERANCE
         same_trajectory = same_glimpse.reshape(len(ref_logits), -1).all(axis=1)
     relative = float(error[same_trajectory].max()) / scale if same_trajectory.any() else 0.0
     same = _predictions(logits, contract) == _predictions(ref_logits, contract)
@@ -88,6 +98,8 @@ def compare_outputs(reference, candidate, labels=None, contract=None):
     if has_locations:
         result["location_agreement"] = float(np.mean(same_trajectory))
         result["glimpse_location_agreement"] = float(np.mean(same_glimpse.all(axis=-1)))
+        if not np.issubdtype(ref_locations.dtype, np.integer):
+            result["max_abs_locations_px"] = float(location_error.max()) if location_error.size else 0.0
     if labels is not None:
         labels = np.asarray(labels)
         if len(labels) != len(ref_logits):

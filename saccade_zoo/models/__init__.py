@@ -9,7 +9,12 @@ from saccade_zoo.models.bagnet.backbone import BagNet
 from saccade_zoo.models.base import GlimpseModel, ZooModel
 from saccade_zoo.models.convnet import presets as _convnet_presets  # noqa: F401
 from saccade_zoo.models.convnet.convnet import ConvNet
+from saccade_zoo.models.resnet import presets as _resnet_presets  # noqa: F401
+from saccade_zoo.models.resnet.resnet import ResNet
 from saccade_zoo.models.saccader import presets as _saccader_presets  # noqa: F401
 from saccade_zoo.models.saccader.saccader import BagNetGlimpseModel, PolicyClassifier, Saccader
+from saccade_zoo.models.variational import presets as _variational_presets  # noqa: F401
+from saccade_zoo.models.variational.model import VariationalSaccader
 
-__all__ = ["BagNet", "BagNetGlimpseModel", "ConvNet", "GlimpseModel", "PolicyClassifier", "Saccader", "ZooModel"]
+__all__ = ["BagNet", "BagNetGlimpseModel", "ConvNet", "GlimpseModel", "PolicyClassifier", "ResNet", "Saccader",
+           "VariationalSaccader", "ZooModel"]

@@ -18,6 +18,8 @@ import keras
 import tensorflow as tf
 
 from saccade_zoo.contract import OutputContract
+from saccade_zoo.training.losses import full_image_terms
+from saccade_zoo.training.staged import Stage, StagedTrainingMixin
 
 
 def _is_concrete(x):
@@ -211,3 +213,22 @@ class GlimpseModel(ZooModel):
         clone = type(self).from_config(config)
         clone.set_weights(self.get_weights())
         return clone
+
+
+class FullImageClassifier(StagedTrainingMixin, ZooModel):
+    """Base of the zoo's plain full-image classifiers (ConvNet, ResNet): ``logits`` only (no glimpses), an
+    ``activation`` attribute ("softmax" or "sigmoid"), and one training stage, "classifier": the cross entropy of the
+    logits plus the weight penalty on the kernels (`saccade_zoo.training.losses.full_image_terms`)."""
+
+    def output_contract(self):
+        """A full-image classifier: ``logits`` only."""
+        return OutputContract(num_classes=self.num_classes, num_glimpses=None, activation=self.activation)
+
+    stages = (Stage("classifier", "cross entropy of the full-image logits", ("loss", "ce", "l2", "accuracy"),
+                    epochs=3, learning_rate=0.05),)
+
+    def _stage_variables(self, stage):
+        return self.trainable_variables
+
+    def _stage_terms(self, stage, images, labels, training, options):
+        return full_image_terms(self, images, labels, training)

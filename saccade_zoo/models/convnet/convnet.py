@@ -4,11 +4,9 @@ import math
 
 import keras
 
-from saccade_zoo.contract import ACTIVATIONS, OutputContract
+from saccade_zoo.contract import ACTIVATIONS
 from saccade_zoo.models.bagnet import blocks
-from saccade_zoo.models.base import ZooModel, reject_unknown_kwargs
-from saccade_zoo.training.losses import full_image_terms
-from saccade_zoo.training.staged import Stage, StagedTrainingMixin
+from saccade_zoo.models.base import FullImageClassifier, reject_unknown_kwargs
 
 PADDINGS = ("same", "valid")
 
@@ -39,7 +37,7 @@ def feature_map_size(size, kernel_sizes, strides, padding="same", pool=True):
 
 
 @keras.saving.register_keras_serializable(package="saccade_zoo")
-class ConvNet(StagedTrainingMixin, ZooModel):
+class ConvNet(FullImageClassifier):
     """A plain CNN that classifies the whole image: conv layers, then a dense head to the class logits.
 
     Uses in the zoo: (1) the occlusion "judge" of the Saccader paper's section 4.2, a separately trained full-image
@@ -154,17 +152,3 @@ class ConvNet(StagedTrainingMixin, ZooModel):
             "activation": self.activation,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
-
-    def output_contract(self):
-        """A full-image classifier: ``logits`` only."""
-        return OutputContract(num_classes=self.num_classes, num_glimpses=None, activation=self.activation)
-
-    # ------------------------------------------------------------------------------------------- training
-    stages = (Stage("classifier", "cross entropy of the full-image logits", ("loss", "ce", "l2", "accuracy"),
-                    epochs=3, learning_rate=0.05),)
-
-    def _stage_variables(self, stage):
-        return self.trainable_variables
-
-    def _stage_terms(self, stage, images, labels, training, options):
-        return full_image_terms(self, images, labels, training)
