@@ -1,5 +1,6 @@
 """tools/evaluate.py end to end on the shipped sample: a Saccader and a bare BagNet, every policy, top-5, the CSV
-tables, engineered policies on a second (step-1) backbone, and occlusion judged by a full-image classifier."""
+tables, engineered policies on a second (step-1) backbone, occlusion judged by a full-image classifier, multi-label
+models (exact-match and per-label accuracy, no top-5) and the glimpse pictures of right and wrong predictions."""
 import csv
 import json
 import os
@@ -15,6 +16,7 @@ import saccade_zoo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSV_HEADER = ["policy", "backbone", "glimpses", "top1", "top5", "coverage", "hit_rate"]
+PICTURES = ("glimpses_right.png", "glimpses_wrong.png")
 
 
 def evaluate(*args):
@@ -70,6 +72,11 @@ def test_saccader_every_policy_top5_csv_and_occlusion(saved):
     assert results["test_examples"] == 32 and results["seed"] == 1
     assert (out / "accuracy_vs_glimpses.png").stat().st_size > 0 and (out / "coverage_vs_glimpses.png").is_file()
     assert "learned" in run.stdout and "top-5 vs glimpses" in run.stdout and "wrote" in run.stdout
+    # A single-label model: no per-label accuracy; glimpse pictures (or the reason one is missing).
+    assert "per-label" not in run.stdout and "label_accuracy" not in results
+    assert all("label_accuracy" not in entry for entry in results["policies"].values())
+    for picture in PICTURES:
+        assert (out / picture).is_file() or f"no {picture}" in run.stdout, picture
 
     header, rows = read_csv(out / "results.csv")
     assert header == CSV_HEADER and len(rows) == 4 * 3
@@ -141,6 +148,7 @@ def test_bare_bagnet_is_read_at_engineered_policies(saved):
     results = json.loads((out / "results.json").read_text())
     assert set(results["policies"]) == {"sobel_mean", "center"} and "occlusion" not in results
     assert not (out / "occlusion.csv").exists() and len(read_csv(out / "results.csv")[1]) == 2 * 2
+    assert not any((out / picture).exists() for picture in PICTURES)  # not a glimpse model
 
 
 def test_bad_model_path_fails_clearly(tmp_path):
@@ -168,8 +176,57 @@ def test_multi_label_model_reports_no_top5(tmp_path):
     assert results["top_k"]["reported"] is False and "multi-label" in results["top_k"]["reason"]
     assert all("top5" not in entry for entry in results["policies"].values())
     header, rows = read_csv(out / "results.csv")
-    assert header == CSV_HEADER and len(rows) == 2 * 2 and all(r["top5"] == "" and r["top1"] != "" for r in rows)
-    assert "no top-5" in run.stdout
+    assert header == CSV_HEADER + ["label_accuracy"] and len(rows) == 2 * 2
+    assert all(r["top5"] == "" and r["top1"] != "" and r["label_accuracy"] != "" for r in rows)
+    assert all(len(entry["label_accuracy"]) == 2 for entry in results["policies"].values())
+    assert 0.0 <= results["full_image_label_accuracy"] <= 1.0
+    assert "no top-5" in run.stdout and "per-label accuracy vs glimpses" in run.stdout
+
+
+def test_variational_multi_label_per_label_accuracy_and_glimpse_pictures(tmp_path):
+    from saccade_zoo.data.cluttered import ClutteredConfig, cluttered_split
+    from saccade_zoo.models.variational import VariationalSaccader
+
+    # The test images tools/evaluate.py makes (--task=identify, --seed=1); the model always predicts their most
+    # common label set, so that some images are right and the others wrong, and every accuracy is known.
+    targets = cluttered_split("test", "sample", 48, ClutteredConfig(task="identify", num_items=2), 1)["labels"]
+    sets, counts = np.unique(targets > 0.5, axis=0, return_counts=True)
+    always = sets[counts.argmax()]
+    assert 1 <= counts.max() < len(targets)
+    keras.utils.set_random_seed(0)
+    model = VariationalSaccader(image_shape=(100, 100, 1), num_classes=10, num_glimpses=2, proxy_shape=(16, 16, 1),
+                                glimpse_size=8, encoder_filters=(8, 16), feature_dim=16, units=16,
+                                decoder_filters=(8, 8), crop_filters=(8, 16), crop_units=16, groups=4,
+                                activation="sigmoid")
+    head = model.crop_classifier.head
+    head.kernel.assign(np.zeros(head.kernel.shape, "float32"))
+    head.bias.assign(np.where(always, 10.0, -10.0).astype("float32"))
+    model.save(tmp_path / "variational.keras")
+    out = tmp_path / "eval"
+    run = evaluate(f"--model={tmp_path / 'variational.keras'}", "--test_examples=48", "--glimpses=3",
+                   "--task=identify", f"--output_dir={out}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    learned = results["policies"]["learned"]
+    exact = counts.max() / len(targets)
+    per_label = float(((targets > 0.5) == always).mean())
+    assert exact < per_label  # the two measures differ
+    np.testing.assert_allclose(learned["accuracy"], [exact] * 3)
+    np.testing.assert_allclose(learned["label_accuracy"], [per_label] * 3)
+    assert "top5" not in learned and results["top_k"]["reported"] is False
+    header, rows = read_csv(out / "results.csv")
+    assert header == CSV_HEADER + ["label_accuracy"] and len(rows) == 3
+    for row in rows:
+        assert float(row["top1"]) == pytest.approx(exact) and float(row["label_accuracy"]) == pytest.approx(per_label)
+        assert row["top5"] == ""
+    lines = run.stdout.splitlines()
+    table = lines.index(next(line for line in lines if line.startswith("per-label accuracy vs glimpses")))
+    assert lines[table + 1].split() == ["glimpses", "learned"]
+    assert [float(line.split()[1]) for line in lines[table + 2:table + 5]] == pytest.approx([per_label] * 3, abs=1e-4)
+    assert "exact-match accuracy" in run.stdout and "no top-5" in run.stdout
+    for picture in PICTURES:
+        assert (out / picture).stat().st_size > 5000, picture
+        assert picture in run.stdout
 
 
 def test_any_full_image_classifier_judges_and_is_evaluated(saved):

@@ -6,9 +6,9 @@ import saccade_zoo
 from saccade_zoo.contract import OutputContract
 from saccade_zoo.data import ClutteredConfig, generate_cluttered, load_sample
 from saccade_zoo.evaluation import (accuracy_vs_glimpses, black_value, coverage_vs_glimpses, evaluate_policies,
-                                    format_accuracy_table, occlude, occlusion_accuracy, plot_accuracy_vs_glimpses,
-                                    plot_glimpses, standardise, top_k_accuracy_vs_glimpses, top_k_correct,
-                                    top_k_note)
+                                    format_accuracy_table, label_accuracy_vs_glimpses, label_text, occlude,
+                                    occlusion_accuracy, plot_accuracy_vs_glimpses, plot_glimpses, right_and_wrong,
+                                    standardise, top_k_accuracy_vs_glimpses, top_k_correct, top_k_note)
 
 
 def test_accuracy_after_t_glimpses_averages_the_first_t_glimpse_logits():
@@ -17,6 +17,72 @@ def test_accuracy_after_t_glimpses_averages_the_first_t_glimpse_logits():
     np.testing.assert_allclose(accuracy_vs_glimpses(step_logits, [0, 0]), [0.5, 0.5, 0.5])
     np.testing.assert_allclose(accuracy_vs_glimpses(step_logits, [1, 1]), [0.5, 0.5, 0.5])
     np.testing.assert_allclose(accuracy_vs_glimpses(step_logits[:1], [0]), [1.0, 0.0, 0.0])
+
+
+def test_multi_label_exact_match_and_per_label_accuracy_after_t_glimpses():
+    identify = OutputContract(3, num_glimpses=2, activation="sigmoid")
+    step_logits = np.array([[[1.0, -1.0, -1.0], [1.0, 5.0, -1.0]],     # labels 0+1: 1 of 3 wrong, then all right
+                            [[-1.0, -1.0, 1.0], [-1.0, 3.0, -5.0]]])   # label 2: all right, then 2 of 3 wrong
+    labels = np.array([[1, 1, 0], [0, 0, 1]], "float32")
+    # Exact match: one image of two right after 1 and after 2 glimpses; per label: 5 of 6, then 4 of 6 decisions.
+    np.testing.assert_allclose(accuracy_vs_glimpses(step_logits, labels, identify), [0.5, 0.5])
+    np.testing.assert_allclose(label_accuracy_vs_glimpses(step_logits, labels, identify), [5 / 6, 4 / 6])
+    np.testing.assert_allclose(label_accuracy_vs_glimpses(step_logits, labels), [5 / 6, 4 / 6])  # default: sigmoid
+    np.testing.assert_allclose(label_accuracy_vs_glimpses(step_logits[:1], labels[:1]), [2 / 3, 1.0])
+    with pytest.raises(ValueError, match="multi-label"):
+        label_accuracy_vs_glimpses(step_logits, labels, OutputContract(3))
+    with pytest.raises(ValueError, match="multi-hot"):
+        label_accuracy_vs_glimpses(step_logits, [0, 2], identify)
+
+
+class FixedGlimpseModel:
+    """Stands for a glimpse model: logits are the images' first pixel's channels, box t of image i is
+    (i, t, i + 1, t + 1.5); counts its predict calls."""
+
+    def __init__(self, contract):
+        self.contract, self.calls = contract, 0
+
+    def predict(self, images, batch_size=None, verbose=0):
+        self.calls += 1
+        index = images[:, 1, 1, 0]
+        steps = np.arange(self.contract.num_glimpses, dtype="float32")
+        boxes = np.stack(np.broadcast_arrays(index[:, None], steps, index[:, None] + 1, steps + 1.5), axis=-1)
+        return {"logits": images[:, 0, 0, :], "boxes": boxes}
+
+
+def test_right_and_wrong_picks_the_first_of_each_and_stops_reading():
+    contract = OutputContract(3, num_glimpses=2, activation="sigmoid")
+    labels = np.tile(np.array([[1, 1, 0]], "float32"), (7, 1))
+    images = np.zeros((7, 2, 2, 3), "float32")
+    images[:, 1, 1, 0] = np.arange(7)
+    images[:, 0, 0, :] = -1.0
+    images[[1, 4, 5], 0, 0, :] = [2.0, 2.0, -2.0]  # exact match
+    images[2, 0, 0, :] = [2.0, -2.0, -2.0]  # one label of two: wrong
+    model = FixedGlimpseModel(contract)
+    found = right_and_wrong(model, images, labels, count=2, batch_size=3)
+    assert found["right"]["index"].tolist() == [1, 4] and found["wrong"]["index"].tolist() == [0, 2]
+    assert model.calls == 2  # images 6.. are never read
+    assert found["right"]["predictions"].tolist() == [[1, 1, 0]] * 2
+    assert found["wrong"]["predictions"].tolist() == [[0, 0, 0], [1, 0, 0]]
+    np.testing.assert_array_equal(found["wrong"]["labels"], labels[[0, 2]])
+    np.testing.assert_array_equal(found["right"]["boxes"], [[[1, 0, 2, 1.5], [1, 1, 2, 2.5]],
+                                                            [[4, 0, 5, 1.5], [4, 1, 5, 2.5]]])
+    # None right: an empty selection of the right shapes; every batch is read looking for one.
+    model = FixedGlimpseModel(contract)
+    found = right_and_wrong(model, images[[0, 2, 3]], labels[:3], count=8, batch_size=2)
+    assert found["right"]["index"].tolist() == [] and found["right"]["boxes"].shape == (0, 2, 4)
+    assert found["right"]["predictions"].shape == (0, 3) and found["wrong"]["index"].tolist() == [0, 1, 2]
+    assert model.calls == 2
+    with pytest.raises(ValueError, match="glimpse model"):
+        right_and_wrong(FixedGlimpseModel(OutputContract(3)), images, labels)
+
+
+def test_label_text_names_the_positive_classes():
+    names = ["cat", "dog", "fox"]
+    assert label_text(np.array([1.0, 0.0, 1.0]), names) == "cat+fox"
+    assert label_text(np.array([0, 1, 0]), names) == "dog"
+    assert label_text(np.zeros(3), names) == "none"
+    assert label_text(np.int64(2), names) == "fox" and label_text(2) == "2" and label_text([0, 1, 1]) == "1+2"
 
 
 def test_coverage_counts_the_union_of_boxes():
@@ -157,5 +223,10 @@ def test_evaluate_policies_and_pictures(tmp_path):
     out = model(data["images"][:4])
     plot_glimpses(data["images"][:4], np.asarray(out["boxes"]), tmp_path / "g.png", labels=data["labels"][:4],
                   predictions=np.asarray(out["logits"]).argmax(-1))
+    # Multi-hot labels and fractional (continuous) boxes, two of them at the same corner.
+    boxes = np.array([[[10.5, 20.25, 40.5, 50.25], [10.5, 20.25, 30.0, 30.0], [60.2, 5.7, 90.9, 35.3]]] * 2)
+    plot_glimpses(data["images"][:2], boxes, tmp_path / "m.png", labels=np.eye(10)[[1, 2]] + np.eye(10)[[3, 3]],
+                  predictions=np.eye(10)[[1, 2]], class_names=[f"class {i}" for i in range(10)])
+    assert (tmp_path / "m.png").stat().st_size > 5000
     plot_accuracy_vs_glimpses({k: v["accuracy"] for k, v in results["policies"].items()}, tmp_path / "a.png", 2, 0.5)
     assert (tmp_path / "g.png").stat().st_size > 5000 and (tmp_path / "a.png").stat().st_size > 5000

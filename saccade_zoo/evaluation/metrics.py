@@ -1,4 +1,5 @@
-"""Accuracy (top-1, top-k) vs glimpses, coverage and occlusion (Saccader paper Figs. 3-5).
+"""Accuracy (top-1, top-k; exact match and per-label for multi-label models) vs glimpses, coverage and occlusion
+(Saccader paper Figs. 3-5), and the test images a model gets right and wrong (for glimpse pictures).
 
 A policy's trajectory for T glimpses is the prefix of its trajectory for more glimpses (the learned and
 engineered policies are all greedy/ranked), so one pass with the largest T gives every T at once: the
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from saccade_zoo.contract import SIGMOID, OutputContract
 from saccade_zoo.models.saccader.policies import POLICIES
 
 
@@ -39,6 +41,30 @@ def accuracy_vs_glimpses(step_logits, labels, contract=None):
     if contract is None or not contract.multi_label:
         return (running.argmax(axis=-1) == labels[:, None]).mean(axis=0)
     return np.stack([contract.correct(running[:, t], labels) for t in range(running.shape[1])], axis=1).mean(axis=0)
+
+
+def label_accuracy_vs_glimpses(step_logits, labels, contract=None):
+    """(T,) per-label accuracy of a multi-label model after 1..T glimpses: the fraction of the (image, class)
+    decisions that are right, each class predicted present when the mean of the first t glimpse logits is > 0
+    (`OutputContract.label_accuracy`). Unlike the exact match (`accuracy_vs_glimpses`), an image with one of its
+    labels wrong still counts its right ones.
+
+    Args:
+        step_logits: (N, T, C) glimpse logits.
+        labels: (N, C) multi-hot labels.
+        contract: the model's contract (default: a multi-label one); a single-label contract is a ValueError.
+    """
+    running = _running_mean(step_logits)
+    labels = np.asarray(labels)
+    if contract is None:
+        contract = OutputContract(running.shape[-1], activation=SIGMOID)
+    if not contract.multi_label:
+        raise ValueError("per-label accuracy is for multi-label (sigmoid) models: a single-label model has one "
+                         "label per image (use accuracy_vs_glimpses).")
+    if labels.shape != (running.shape[0], running.shape[-1]):
+        raise ValueError(f"per-label accuracy needs (N, C) multi-hot labels for step logits {running.shape}, got "
+                         f"labels of shape {labels.shape}.")
+    return np.array([contract.label_accuracy(running[:, t], labels) for t in range(running.shape[1])])
 
 
 def top_k_correct(logits, labels, k):
@@ -191,7 +217,9 @@ def evaluate_policies(model, images, labels, max_glimpses=12, policies=POLICIES,
         dict: {"full_image": acc or None, "backbone": backbone_label, "policies": {column: {"policy": name,
         "backbone": backbone_label, "accuracy": [...], "coverage": [...], "hit_rate": [...], "top5": [...]}}}
         (and ``(result, boxes)`` with ``return_boxes``). Accuracy follows the model's contract (exact match for
-        multi-label models).
+        multi-label models); a multi-label model's entries also have ``"label_accuracy"`` (per-label accuracy vs
+        glimpses, `label_accuracy_vs_glimpses`) and the result ``"full_image_label_accuracy"`` (when there is a
+        full-image classifier).
     """
     from saccade_zoo.models.bagnet.backbone import BagNet
     from saccade_zoo.models.saccader.saccader import BagNetGlimpseModel, PolicyClassifier
@@ -219,6 +247,8 @@ def evaluate_policies(model, images, labels, max_glimpses=12, policies=POLICIES,
     if full_model is not None:
         full = np.asarray(full_model.predict(images, batch_size=batch_size, verbose=0)["logits"])
         result["full_image"] = float(contract.correct(full, labels).mean())
+        if contract.multi_label:
+            result["full_image_label_accuracy"] = contract.label_accuracy(full, labels)
         if top_k and note is None:
             result[f"full_image_top{top_k}"] = float(top_k_correct(full, labels, top_k).mean())
     if host is not None:
@@ -232,6 +262,8 @@ def evaluate_policies(model, images, labels, max_glimpses=12, policies=POLICIES,
         entry = {"policy": policy, "backbone": backbone_label,
                  "accuracy": accuracy_vs_glimpses(step_logits, labels, contract).tolist(),
                  "coverage": coverage_vs_glimpses(glimpse_boxes, images.shape[1:]).tolist()}
+        if contract.multi_label:
+            entry["label_accuracy"] = label_accuracy_vs_glimpses(step_logits, labels, contract).tolist()
         if top_k and note is None:
             entry[f"top{top_k}"] = top_k_accuracy_vs_glimpses(step_logits, labels, top_k, contract).tolist()
         if item_boxes is not None:
@@ -246,7 +278,8 @@ def evaluate_policies(model, images, labels, max_glimpses=12, policies=POLICIES,
 
 def format_accuracy_table(results, digits=3, metric="accuracy"):
     """A per-glimpse table of `evaluate_policies` results as text (one row per glimpse count, one column per policy
-    and backbone): ``metric`` "accuracy" (top-1 / exact match), "top5", "coverage" or "hit_rate". Full-image
+    and backbone): ``metric`` "accuracy" (top-1 / exact match), "label_accuracy" (per-label, multi-label models),
+    "top5", "coverage" or "hit_rate". Full-image
     accuracies follow (``results["policy_backbone"]``'s too, when tools/evaluate.py added one)."""
     names = [n for n, entry in results["policies"].items() if metric in entry]
     steps = len(results["policies"][names[0]][metric]) if names else 0
@@ -263,3 +296,46 @@ def format_accuracy_table(results, digits=3, metric="accuracy"):
             suffix = f", {label}" if extra and label else ""
             lines.append(f"full image (all cells{suffix}): {value:.{digits}f}")
     return "\n".join(lines)
+
+
+def right_and_wrong(model, images, labels, count=8, batch_size=64):
+    """Up to ``count`` images that ``model`` (a glimpse model, with the number of glimpses it was built with)
+    classifies right and up to ``count`` it classifies wrong, the first ones in the order of ``images``: the glimpse
+    pictures' examples. "Right" is what the model's contract says (top-1, or the exact match of every label for a
+    multi-label model). Batches are read only until both are full.
+
+    Args:
+        model: a glimpse model (outputs ``logits`` and ``boxes``).
+        images: (N, H, W, C) images ready for ``model`` (standardised with its preprocessing).
+        labels: (N,) integer labels or (N, C) multi-hot labels.
+    Returns:
+        {"right": {...}, "wrong": {...}}, each with ``index`` (n,) positions in ``images``, ``boxes`` (n, T, 4)
+        pixel boxes (in glimpse order), ``predictions`` (n,) classes or (n, C) multi-hot vectors and ``labels``;
+        n <= ``count``, 0 when there is none.
+    """
+    contract = model.contract
+    if not contract.has_glimpses:
+        raise ValueError(f"right_and_wrong needs a glimpse model (boxes); {type(model).__name__} has none.")
+    labels = np.asarray(labels)
+    found = {"right": [], "wrong": []}  # [(index, boxes, prediction)]
+    for start in range(0, len(images), int(batch_size)):
+        if all(len(v) >= count for v in found.values()):
+            break
+        stop = min(start + int(batch_size), len(images))
+        out = model.predict(images[start:stop], batch_size=int(batch_size), verbose=0)
+        logits, boxes = np.asarray(out["logits"]), np.asarray(out["boxes"])
+        predictions = contract.predictions(logits)
+        for i, ok in enumerate(contract.correct(logits, labels[start:stop])):
+            kind = found["right" if ok else "wrong"]
+            if len(kind) < count:
+                kind.append((start + i, boxes[i], predictions[i]))
+    result = {}
+    for kind, rows in found.items():
+        index = np.array([r[0] for r in rows], np.int64)
+        steps, c = int(contract.num_glimpses), int(contract.num_classes)
+        result[kind] = {
+            "index": index, "labels": labels[index],
+            "boxes": np.stack([r[1] for r in rows]) if rows else np.zeros((0, steps, 4), np.float32),
+            "predictions": (np.stack([r[2] for r in rows]) if rows
+                            else np.zeros((0, c) if contract.multi_label else (0,), np.int64))}
+    return result

@@ -1,4 +1,6 @@
 """Pictures a person would rather look at than read: glimpses on images, accuracy vs glimpses."""
+import textwrap
+
 import numpy as np
 
 
@@ -19,14 +21,39 @@ def _save(plt, fig, path):
     return path
 
 
+def label_text(target, class_names=None):
+    """A label or prediction as text: the class's name for an integer, the names of the positive classes joined
+    with "+" for a multi-hot vector (entries > 0.5; "none" when there is none). ``class_names``: one per class
+    (default: the class indices)."""
+    one = (lambda c: str(class_names[int(c)])) if class_names is not None else (lambda c: str(int(c)))  # noqa: E731
+    target = np.asarray(target)
+    if target.ndim == 0:
+        return one(target)
+    return "+".join(one(c) for c in np.flatnonzero(target > 0.5)) or "none"
+
+
+def _wrap(text, width=36):
+    """Break a title at its "+" (multi-label names) so that no line is much longer than ``width`` characters."""
+    lines = []
+    for part in text.split("+"):
+        if lines and len(lines[-1]) + 1 + len(part) <= width:
+            lines[-1] += "+" + part
+        else:
+            lines.append(part if not lines else "+" + part)
+    return "\n".join(lines)
+
+
 def plot_glimpses(images, boxes, path, labels=None, predictions=None, class_names=None, columns=4, title=None):
     """Draw each glimpse box (numbered in visiting order, early = bright) on its image and save a PNG.
 
     Args:
         images: (N, H, W, C) images (any range; shown min-max scaled), C in {1, 3}.
-        boxes: (N, T, 4) pixel boxes (y0, x0, y1, x1).
+        boxes: (N, T, 4) pixel boxes (y0, x0, y1, x1), half-open, possibly fractional (continuous glimpses);
+            box t is labelled t + 1 (1 = first glimpse).
         labels / predictions: optional (N,) ints, or (N, C) multi-hot vectors (multi-label models: the title
-            lists the classes); a title per image shows them (green if equal, red if not).
+            lists the positive classes joined with "+", `label_text`); a title per image shows them (green if
+            equal, red if not).
+        class_names: names of the classes in the titles (default: the class indices).
     """
     plt = _pyplot()
     from matplotlib.patches import Rectangle
@@ -35,18 +62,23 @@ def plot_glimpses(images, boxes, path, labels=None, predictions=None, class_name
     n = images.shape[0]
     columns = min(columns, n)
     rows = int(np.ceil(n / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.6 * rows), squeeze=False)
-    colours = plt.cm.autumn(np.linspace(0, 1, boxes.shape[1]))
-    one = (lambda c: class_names[int(c)]) if class_names is not None else str  # noqa: E731
-
-    def name(target):
-        target = np.asarray(target)
-        if target.ndim == 0:
-            return one(target)
-        return "+".join(one(c) for c in np.flatnonzero(target > 0.5)) or "none"
 
     def same(a, b):
         return np.array_equal(np.asarray(a) > 0.5, np.asarray(b) > 0.5) if np.ndim(a) else int(a) == int(b)
+
+    titles = [None] * n  # (text, colour) per image
+    if labels is not None or predictions is not None:
+        for i in range(n):
+            parts = []
+            if labels is not None:
+                parts.append(_wrap(f"true: {label_text(labels[i], class_names)}"))
+            if predictions is not None:
+                parts.append(_wrap(f"pred: {label_text(predictions[i], class_names)}"))
+            ok = labels is None or predictions is None or same(labels[i], predictions[i])
+            titles[i] = ("\n".join(parts), "green" if ok else "red")
+    lines = max([t[0].count("\n") + 1 for t in titles if t] or [2])  # room for the longest title
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, (3.3 + 0.15 * lines) * rows), squeeze=False)
+    colours = plt.cm.autumn(np.linspace(0, 1, boxes.shape[1]))
 
     for i, ax in enumerate(axes.ravel()):
         ax.axis("off")
@@ -55,19 +87,18 @@ def plot_glimpses(images, boxes, path, labels=None, predictions=None, class_name
         image = images[i]
         image = (image - image.min()) / max(float(image.max() - image.min()), 1e-8)
         ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
-        for t, (y0, x0, y1, x1) in enumerate(np.asarray(boxes[i])):
+        corners = []  # where earlier numbers went: a box at (nearly) the same corner gets its number beside them
+        step = 0.07 * image.shape[1]
+        for t, (y0, x0, y1, x1) in enumerate(np.asarray(boxes[i], dtype="float64")):
             ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.5, ec=colours[t]))
-            ax.text(x0 + 1, y0 + 1, str(t + 1), color=colours[t], fontsize=7, va="top", ha="left")
-        if labels is not None or predictions is not None:
-            parts = []
-            if labels is not None:
-                parts.append(f"true: {name(labels[i])}")
-            if predictions is not None:
-                parts.append(f"pred: {name(predictions[i])}")
-            ok = labels is None or predictions is None or same(labels[i], predictions[i])
-            ax.set_title("\n".join(parts), fontsize=8, color="green" if ok else "red")
-    if title:
-        fig.suptitle(title, fontsize=10)
+            shift = sum(abs(y0 - y) < 3 and abs(x0 - x) < 3 for y, x in corners)
+            corners.append((y0, x0))
+            ax.text(x0 + 1 + shift * step, y0 + 1, str(t + 1), color=colours[t], fontsize=7, va="top", ha="left",
+                    clip_on=True)
+        if titles[i]:
+            ax.set_title(titles[i][0], fontsize=8, color=titles[i][1])
+    if title:  # wrapped to the figure's width (3 inches a column, about 12 characters an inch at 10 pt)
+        fig.suptitle("\n".join(textwrap.wrap(title, max(24, 36 * columns))), fontsize=10)
     return _save(plt, fig, path)
 
 

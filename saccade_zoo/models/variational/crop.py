@@ -2,7 +2,7 @@
 import keras
 from keras import ops
 
-from saccade_zoo.models.variational.vrnn import BN_MOMENTUM, NORM_EPSILON
+from saccade_zoo.models.variational.vrnn import BN_MOMENTUM, GN_EPSILON, NORM_EPSILON
 
 
 @keras.saving.register_keras_serializable(package="saccade_zoo")
@@ -13,7 +13,8 @@ class CropClassifier(keras.layers.Layer):
 
     Per glimpse o_t (L x L x C) and VRNN state h_{t-1} (the state the glimpse's z_t was drawn from):
     - features f_t: per entry of ``filters`` a 3x3 stride-2 "same" Conv2D (no bias) + GroupNormalization + ReLU
-      (the paper: group-norm on convolutions), then global average pooling;
+      (the paper: group-norm on convolutions; epsilon 0.1, see `vrnn.GN_EPSILON`: glimpses of blank background),
+      then global average pooling;
     - e_t = ReLU(BN(Dense(units)([f_t, h_{t-1}]))) (batch-norm on dense layers);
     - step_logits_t = head(e_t), one Dense layer to the classes (float32 under every dtype policy).
     The model's logits are the mean of the step logits over the T steps; since the head is affine this is exactly
@@ -40,7 +41,7 @@ class CropClassifier(keras.layers.Layer):
         self.convs = [keras.layers.Conv2D(f, 3, strides=2, padding="same", use_bias=False,
                                           kernel_initializer="he_normal", name=f"conv{i + 1}", dtype=policy)
                       for i, f in enumerate(self.filters)]
-        self.norms = [keras.layers.GroupNormalization(groups=self.groups, epsilon=NORM_EPSILON, name=f"gn{i + 1}",
+        self.norms = [keras.layers.GroupNormalization(groups=self.groups, epsilon=GN_EPSILON, name=f"gn{i + 1}",
                                                       dtype=policy) for i in range(len(self.filters))]
         self.dense = keras.layers.Dense(self.units, use_bias=False, kernel_initializer="he_normal", name="dense",
                                         dtype=policy)
