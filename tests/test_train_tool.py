@@ -134,3 +134,43 @@ def test_tools_dispatch_on_what_the_model_declares(tmp_path):
     # Labelled two-item images (multi-hot) record the exact-match accuracy; no quantised variant, so 8 are enough.
     assert manifest["parity"]["labelled"] and "two items per image" in manifest["parity"]["images"]
     assert 0.0 <= manifest["parity"]["results"]["savedmodel"]["keras_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+def test_variational_saccading_and_resnet_through_the_tools(tmp_path):
+    """Variational saccading trains through tools/train.py with its stage's own defaults (Adam, clipping, no weight
+    penalty) on the task its preset declares (two-item identification without --task), evaluates and exports with
+    no --preset; a multi-label ResNet-18 preset trained with --task=single becomes a softmax model."""
+    small = ["--train_examples=32", "--test_examples=16", "--batch_size=16", "--epochs=1", "--checkpoint_every=0",
+             "--eval_glimpses=2", "--verbose=0", "--validation_examples=16"]
+
+    def tool(name, *flags):
+        return subprocess.run([sys.executable, os.path.join(ROOT, "tools", name), *flags], env=env(),
+                              capture_output=True, text=True, timeout=900)
+
+    vs = tool("train.py", f"--output_dir={tmp_path}/vs", "--preset=variational_cluttered100_identify", *small)
+    assert vs.returncode == 0, vs.stderr[-3000:]
+    assert "stage 1/1: variational" in vs.stdout and "exact-match accuracy" in vs.stdout
+    settings = json.load(open(tmp_path / "vs" / "variational" / "settings.json"))
+    assert settings["optimizer"] == "adam" and settings["clipnorm"] == 10.0
+    history = json.load(open(tmp_path / "vs" / "variational" / "history.json"))
+    assert {"ce", "reconstruction", "kl", "label_accuracy"} <= set(history)
+    path = str(tmp_path / "vs" / "model.keras")
+    model = keras.models.load_model(path)
+    assert model.contract.multi_label and model.contract.location_kind == "continuous"
+    assert model.training_options["weight_decay"] == 0.0 and model.training_options["beta"] == 1.0
+    results = json.load(open(tmp_path / "vs" / "results.json"))
+    assert results["task"] == "identify" and set(results["policies"]) == {"learned"}
+
+    exported = tool("export.py", f"--model={path}", f"--out_dir={tmp_path}/export", "--variants=float32",
+                    "--num_images=8", "--num_calibration_images=8")
+    assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-3000:]
+    manifest = json.load(open(tmp_path / "export" / "manifest.json"))
+    assert manifest["model"]["contract"]["location_kind"] == "continuous"
+    assert manifest["parity"]["results"]["tflite_float32"]["max_abs_locations_px"] < 1e-2
+
+    resnet = tool("train.py", f"--output_dir={tmp_path}/resnet", "--preset=resnet18_cluttered100_identify",
+                  "--task=single", *small)
+    assert resnet.returncode == 0, resnet.stderr[-3000:]
+    assert "Test top-1 on the full image" in resnet.stdout
+    assert keras.models.load_model(str(tmp_path / "resnet" / "model.keras")).contract.activation == "softmax"

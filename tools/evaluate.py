@@ -1,7 +1,9 @@
-"""Evaluate a saved zoo model: top-1 (and top-5) accuracy and image coverage vs number of glimpses for its learned
-policy and the engineered policies on the same backbone (and, with --policy_backbone, on a second BagNet such as
-the step-1 network, side by side), glimpse hit rate on the items, the backbones' full-image accuracy, and
-occlusion accuracy (paper Fig. 5b: glimpse boxes set to black, then classified by a full-image classifier).
+"""Evaluate a saved zoo model: top-1 (and top-5) accuracy (for a multi-label model: exact-match and per-label
+accuracy) and image coverage vs number of glimpses for its learned policy and the engineered policies on the same
+backbone (and, with --policy_backbone, on a second BagNet such as the step-1 network, side by side), glimpse hit
+rate on the items, the backbones' full-image accuracy, occlusion accuracy (paper Fig. 5b: glimpse boxes set to
+black, then classified by a full-image classifier) and, for a glimpse model, pictures of its glimpses on test images
+it gets right and wrong.
 
     python tools/evaluate.py --model=runs/quickstart/model.keras --output_dir=runs/quickstart/eval
     python tools/evaluate.py --model=runs/fashion/model.keras --data=idx --occlusion_model=runs/fashion/bagnet.keras \
@@ -17,17 +19,24 @@ a BagNet, a ConvNet, ...): a glimpse model is refused.
 Outputs in --output_dir:
 
 * results.json: ``policies`` {column: {"policy", "backbone", "accuracy" [T], "top5" [T], "coverage" [T],
-  "hit_rate" [T]}} (column: the policy's name; with --policy_backbone "<policy> (final backbone)" and
-  "<policy> (<--policy_backbone_label>)", "learned" keeps its name), ``full_image`` / ``full_image_top5`` (the
-  model's backbone), ``policy_backbone`` {"path", "label", "full_image", "full_image_top5"}, ``top_k`` {"k": 5,
-  "reported", "reason"} (top-5 is reported for single-label models with more than 5 classes only: for
+  "hit_rate" [T], and for a multi-label model "label_accuracy" [T]: per-label accuracy}} (column: the policy's
+  name; with --policy_backbone "<policy> (final backbone)" and "<policy> (<--policy_backbone_label>)", "learned"
+  keeps its name), ``full_image`` / ``full_image_top5`` (the model's backbone; ``full_image_label_accuracy`` too
+  for a multi-label model), ``policy_backbone`` {"path", "label", "full_image", "full_image_top5"}, ``top_k``
+  {"k": 5, "reported", "reason"} (top-5 is reported for single-label models with more than 5 classes only: for
   multi-label models it is not defined), ``occlusion`` {"judge", "glimpses", "occluded_value" (a black pixel in
   the judge's input, per channel), "unoccluded", column: accuracy, ...}, and the run's settings.
 * results.csv: one row per (policy, backbone, glimpses): ``policy,backbone,glimpses,top1,top5,coverage,hit_rate``
-  (top1: exact match of every label for a multi-label model; top5 / hit_rate empty where not reported).
+  (top1: exact match of every label for a multi-label model; top5 / hit_rate empty where not reported); a
+  multi-label model's has one more column, ``label_accuracy`` (the fraction of (image, class) decisions right).
 * occlusion.csv (with --occlusion_model): ``policy,backbone,occluded_glimpses,judge,accuracy``, one row per policy
   and backbone, first the unoccluded images (policy "none", 0 glimpses).
 * accuracy_vs_glimpses.png, coverage_vs_glimpses.png.
+* glimpses_right.png, glimpses_wrong.png (glimpse models): the first --glimpse_pictures test images whose
+  prediction with the model's own (trained) number of glimpses is right / wrong (exact match for a multi-label
+  model), each with its glimpse boxes numbered in time order (1 = first) and the true and predicted labels
+  (class names; for a multi-label model the positive classes joined with "+") in its title. A file is skipped,
+  with a printed reason, when there is no such image.
 """
 import csv
 import json
@@ -61,10 +70,13 @@ flags.DEFINE_integer("occlusion_glimpses", 6, "Glimpses occluded for the occlusi
 flags.DEFINE_string("output_dir", None, "Where results.json, results.csv, occlusion.csv and the plots go (default: "
                     "beside --model).")
 flags.DEFINE_integer("batch_size", 64, "Inference batch size.")
+flags.DEFINE_integer("glimpse_pictures", 8, "Test images in glimpses_right.png and in glimpses_wrong.png (glimpse "
+                     "models; 0: no pictures).", lower_bound=0)
 
 TOP_K = 5
 FINAL = "final backbone"
 CSV_COLUMNS = ("policy", "backbone", "glimpses", "top1", f"top{TOP_K}", "coverage", "hit_rate")
+LABEL_ACCURACY = "label_accuracy"  # the extra column (and results.json key) of a multi-label model
 OCCLUSION_COLUMNS = ("policy", "backbone", "occluded_glimpses", "judge", "accuracy")
 
 
@@ -125,14 +137,20 @@ def load_policy_backbone(model, image_shape):
     return backbone, backbone.preprocessing or loaded.preprocessing
 
 
-def csv_rows(results):
+def csv_columns(contract):
+    """results.csv's header: a multi-label model's has a per-label accuracy column."""
+    return CSV_COLUMNS + ((LABEL_ACCURACY,) if contract.multi_label else ())
+
+
+def csv_rows(results, columns=CSV_COLUMNS):
     """results.csv rows: one per (policy, backbone, glimpses)."""
     for entry in results["policies"].values():
         for t, top1 in enumerate(entry["accuracy"]):
             row = {"policy": entry["policy"], "backbone": entry["backbone"], "glimpses": t + 1, "top1": top1,
                    "coverage": entry["coverage"][t]}
-            for key in (f"top{TOP_K}", "hit_rate"):
-                row[key] = entry[key][t] if key in entry else ""
+            for key in (f"top{TOP_K}", "hit_rate", LABEL_ACCURACY):
+                if key in columns:
+                    row[key] = entry[key][t] if key in entry else ""
             yield row
 
 
@@ -152,6 +170,41 @@ def write_csv(path, header, rows):
         writer = csv.DictWriter(f, fieldnames=header)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def picture_class_names(model, config, source):
+    """Class names for the pictures' titles: the model's own (saved with it by tools/train.py), else the test
+    data's when they are as many as the model's classes, else "class_<i>"."""
+    from saccade_zoo.data.cluttered import class_names
+
+    if model.metadata.get("class_names"):
+        return model.class_names
+    names = class_names(config, source)
+    return names if len(names) == model.contract.num_classes else model.class_names
+
+
+def glimpse_pictures(model, pixels, targets, names, out_dir, count):
+    """glimpses_right.png and glimpses_wrong.png (see the module docstring); returns the files written."""
+    from saccade_zoo.evaluation import plot_glimpses, right_and_wrong, standardise
+
+    contract = model.contract
+    found = right_and_wrong(model, standardise(pixels, model.preprocessing), targets, count=count,
+                            batch_size=FLAGS.batch_size)
+    verdict = "exact match of every label" if contract.multi_label else "top-1"
+    written = []
+    for kind in ("right", "wrong"):
+        shown = found[kind]
+        if not len(shown["index"]):
+            print(f"\nno glimpses_{kind}.png: no test image is classified {kind} ({verdict}, "
+                  f"{contract.num_glimpses} glimpses, {len(pixels)} images)")
+            continue
+        path = os.path.join(out_dir, f"glimpses_{kind}.png")
+        plot_glimpses(pixels[shown["index"]], shown["boxes"], path, labels=shown["labels"],
+                      predictions=shown["predictions"], class_names=names,
+                      title=f"{type(model).__name__}, {kind} ({verdict}, {contract.num_glimpses} glimpses): boxes "
+                            "numbered in time order, 1 = first")
+        written.append(os.path.basename(path))
+    return written
 
 
 def main(argv):
@@ -213,12 +266,16 @@ def main(argv):
                    seed=FLAGS.seed)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    write_csv(os.path.join(out_dir, "results.csv"), CSV_COLUMNS, csv_rows(results))
+    columns = csv_columns(contract)
+    write_csv(os.path.join(out_dir, "results.csv"), columns, csv_rows(results, columns))
     if judge is not None:
         write_csv(os.path.join(out_dir, "occlusion.csv"), OCCLUSION_COLUMNS, occlusion_rows(results, boxes))
 
-    metric = "exact-match accuracy" if contract.multi_label else "top-1"
+    metric = "exact-match accuracy (every label right)" if contract.multi_label else "top-1"
     print(f"{metric} vs glimpses:\n{format_accuracy_table(results, digits=4)}")
+    if contract.multi_label:
+        print("\nper-label accuracy vs glimpses (fraction of (image, class) decisions right):\n"
+              f"{format_accuracy_table(results, digits=4, metric=LABEL_ACCURACY)}")
     if results["top_k"]["reported"]:
         print(f"\ntop-{TOP_K} vs glimpses:\n{format_accuracy_table(results, digits=4, metric=f'top{TOP_K}')}")
     else:
@@ -232,7 +289,11 @@ def main(argv):
     if judge is not None:
         print("\nocclusion accuracy:", {k: round(v, 4) for k, v in results["occlusion"].items()
                                         if k == "unoccluded" or k in boxes})
-    files = "results.json, results.csv" + (", occlusion.csv" if judge is not None else "")
+    pictures = []
+    if contract.has_glimpses and FLAGS.glimpse_pictures:
+        names = picture_class_names(model, config, "sample" if FLAGS.data == "sample" else FLAGS.data_dir)
+        pictures = glimpse_pictures(model, pixels, targets, names, out_dir, FLAGS.glimpse_pictures)
+    files = ", ".join(["results.json", "results.csv"] + (["occlusion.csv"] if judge is not None else []) + pictures)
     print(f"wrote {files} to {out_dir}")
 
 
