@@ -242,3 +242,14 @@ def test_blank_glimpses_do_not_amplify_rounding_noise():
     h = np.zeros((8, 4, 8), "float32")
     change = np.abs(np.asarray(classifier(glimpses + noise, h)) - np.asarray(classifier(glimpses, h))).max()
     assert change < 1e-3, change
+
+
+def test_fixed_posterior_variance_ablation():
+    model = tiny(posterior_variance=1.4)
+    out = model(images(4))
+    np.testing.assert_allclose(out["posterior_logvar"], np.log(1.4), rtol=1e-6)
+    learned = tiny()
+    assert not np.allclose(learned(images(4))["posterior_logvar"], np.log(1.4))
+    assert VariationalSaccader.from_config(model.get_config()).posterior_variance == 1.4
+    with pytest.raises(ValueError, match="posterior_variance must be > 0"):
+        tiny(posterior_variance=0.0)

@@ -63,6 +63,8 @@ flags.DEFINE_enum("location_targets", "max_logit", ["max_logit", "predicted_clas
                   "paper, default) or the predicted class's best cells (predicted_class, the authors' code).")
 flags.DEFINE_float("beta", 1.0, "Variational saccading: weight of the VRNN ELBO (reconstruction + KL) in Eq. 5 (1 = the "
                    "paper's sum).")
+flags.DEFINE_float("posterior_variance", None, "Variational saccading: a fixed posterior variance sigma^2 (the paper's "
+                   "ablation) instead of the learned one.")
 flags.DEFINE_integer("trajectories", 2, "Sampled trajectories per image in the policy step (the paper: 2).")
 flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the data and the sampling.")
 flags.DEFINE_string("output_dir", "runs/quickstart", "Where checkpoints, logs, the model and pictures go.")
@@ -141,6 +143,11 @@ def main(argv):
         overrides["activation"] = "sigmoid"
     elif preset["config"].get("activation") == "sigmoid":  # a multi-label preset trained on a one-label task
         overrides["activation"] = "softmax"
+    if FLAGS.posterior_variance is not None:
+        builder = preset["builder"]
+        if not (isinstance(builder, type) and issubclass(builder, saccade_zoo.models.VariationalSaccader)):
+            raise app.UsageError(f"--posterior_variance: preset {FLAGS.preset} is not a variational saccading model.")
+        overrides["posterior_variance"] = FLAGS.posterior_variance
     if FLAGS.glimpses is not None:
         if "num_glimpses" not in preset["config"]:
             raise app.UsageError(f"--glimpses: preset {FLAGS.preset} takes no glimpses (a full-image model).")

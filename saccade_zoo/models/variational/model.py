@@ -113,6 +113,7 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
         crop_filters, crop_units: `CropClassifier`.
         groups: GroupNormalization groups everywhere.
         activation: "softmax" or "sigmoid" (multi-label).
+        posterior_variance: None (learned, the paper's model) or a fixed posterior variance (the paper's ablation).
     """
 
     location_kind = "continuous"
@@ -120,7 +121,8 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
     def __init__(self, image_shape=(100, 100, 1), num_classes=10, num_glimpses=4, proxy_shape=None,
                  proxy_input=False, glimpse_size=64, min_scale=0.1, max_scale=0.4, encoder_filters=(32, 64, 128),
                  feature_dim=256, units=256, num_layers=2, decoder_filters=(64, 32), crop_filters=(32, 64, 128, 256),
-                 crop_units=512, groups=8, activation="softmax", name="variational_saccader", **kwargs):
+                 crop_units=512, groups=8, activation="softmax", posterior_variance=None, name="variational_saccader",
+                 **kwargs):
         reject_unknown_kwargs(type(self).__name__, kwargs)
         image_shape = _pair(image_shape, "image_shape")
         proxy_shape = _pair(proxy_shape or (32, 32, image_shape[-1]), "proxy_shape")
@@ -136,7 +138,7 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
             proxy_resize=None if proxy_input else AreaResize(proxy_shape[:2], name="proxy_resize", dtype=dtype),
             encoder=ProxyEncoder(encoder_filters, feature_dim, groups=groups, name="proxy_encoder", dtype=dtype),
             cell=VRNNCell(proxy_shape, LATENT_DIM, units, num_layers, feature_dim, decoder_filters, groups=groups,
-                          name="vrnn_cell", dtype=dtype),
+                          posterior_variance=posterior_variance, name="vrnn_cell", dtype=dtype),
             window=GlimpseWindow(min_scale, max_scale, name="glimpse_window"),
             transformer=LocalizedSpatialTransformer(glimpse_size, name="localized_spatial_transformer",
                                                     dtype=dtype),
@@ -160,6 +162,7 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
         self.decoder_filters = tuple(int(f) for f in decoder_filters)
         self.crop_filters, self.crop_units = tuple(int(f) for f in crop_filters), int(crop_units)
         self.groups, self._activation = int(groups), activation
+        self.posterior_variance = None if posterior_variance is None else float(posterior_variance)
 
     @property
     def extra_outputs(self):
@@ -299,4 +302,5 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
             "crop_units": self.crop_units,
             "groups": self.groups,
             "activation": self.activation,
+            "posterior_variance": self.posterior_variance,
         }

@@ -18,6 +18,8 @@ reparameterisation comes in as an input (``noise``), never from a random op insi
 Normalisation constants: BatchNorm as the authors' PyTorch code (PyTorch defaults: momentum 0.9 in Keras terms, 0.1 in
 PyTorch's; epsilon 1e-5); GroupNorm epsilon 0.1 instead of PyTorch's 1e-5 (`GN_EPSILON`: blank glimpses).
 """
+import numpy as np
+
 import keras
 from keras import ops
 
@@ -205,6 +207,9 @@ class VRNNCell(_NormMixin, keras.layers.Layer):
         groups: GroupNormalization groups.
         decoder_kernel_size: Conv2DTranspose kernel (4: every output pixel gets the same number of taps at stride 2).
         logvar_bound: soft bound of the log-variances (None: unbounded).
+        posterior_variance: None (learned, the paper's model) or a fixed sigma^2 of the posterior (the paper's
+            ablation, Fig. 4 right: sigma^2 in {0.6, 0.9, 1.2, 1.4, 1.6, 2.0, 5.0}); the log-variance head is then
+            unused.
         kernel_initializer: of the hidden dense and conv layers; ``head_initializer``: of the mu / logvar heads.
         synchronized_bn: global-batch BatchNorm statistics under a distribution strategy.
 
@@ -245,9 +250,15 @@ class VRNNCell(_NormMixin, keras.layers.Layer):
         kernel_initializer="he_normal",
         head_initializer=DEFAULT_HEAD_INITIALIZER,
         synchronized_bn=False,
+        posterior_variance=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if posterior_variance is not None:
+            posterior_variance = float(posterior_variance)
+            if not posterior_variance > 0:
+                raise ValueError(f"posterior_variance must be > 0 or None (learned), got {posterior_variance!r}.")
+        self.posterior_variance = posterior_variance
         owner = "VRNNCell"
         self.proxy_shape = tuple(int(d) for d in proxy_shape)
         if len(self.proxy_shape) != 3 or min(self.proxy_shape) < 1:
@@ -385,6 +396,8 @@ class VRNNCell(_NormMixin, keras.layers.Layer):
         posterior = ops.relu(self.posterior_bn(self.posterior_dense(posterior), training=training))
         mu_q = self.posterior_mu(posterior)
         logvar_q = self._bounded(self.posterior_logvar(posterior))
+        if self.posterior_variance is not None:  # the paper's ablation: a fixed isotropic variance
+            logvar_q = ops.zeros_like(logvar_q) + float(np.log(self.posterior_variance))
 
         # Prior p(z_t | h_{t-1}): a function of the recurrent state only. At the first step h_0 = 0 is fixed, so
         # the prior is a constant: the learned unconditional prior p(z_1) = N(initial_prior_mean,
@@ -444,6 +457,7 @@ class VRNNCell(_NormMixin, keras.layers.Layer):
             groups=self.groups,
             decoder_kernel_size=self.decoder_kernel_size,
             logvar_bound=self.logvar_bound,
+            posterior_variance=self.posterior_variance,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             head_initializer=keras.initializers.serialize(self.head_initializer),
             synchronized_bn=self.synchronized_bn,
