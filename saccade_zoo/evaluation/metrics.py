@@ -294,7 +294,9 @@ def format_accuracy_table(results, digits=3, metric="accuracy"):
     for value, label in rows:
         if value is not None:
             suffix = f", {label}" if extra and label else ""
-            lines.append(f"full image (all cells{suffix}): {value:.{digits}f}")
+            # "all cells": a BagNet's full-image score is its mean logits over the cells (a plain CNN has none)
+            what = f"all cells{suffix}" if names else suffix.lstrip(", ")
+            lines.append(f"full image{f' ({what})' if what else ''}: {value:.{digits}f}")
     return "\n".join(lines)
 
 
