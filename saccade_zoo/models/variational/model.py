@@ -100,6 +100,14 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
     sigmoid for multi-label identification); -log p(c | .) is a unit-variance Gaussian over the proxy pixels
     (`gaussian_nll`, which includes 0.5 log 2 pi per pixel: a constant offset of the loss). ``beta`` = 1 is Eq. 5.
 
+    Where we deviate from the authors' code, and why: the loss is Eq. 5's sum (the code multiplies); the KL reads
+    log-variances as log-variances (the code passed one as a standard deviation); windows move freely within
+    [min_scale, max_scale] and anywhere inside the image (the code froze the scale at 0.3 and the crops in the
+    central 60%); the LST reads the bilinear support plus its one-pixel ring, so it equals the full-image ST (the
+    paper's lost 29 points); GroupNorm epsilon 0.1, not 1e-5 (blank glimpses amplified rounding noise, see
+    `vrnn.GN_EPSILON`); the first step's prior is a learned constant (`VRNNCell`); the stage's defaults are Adam at
+    1e-3 with global-norm clipping at 10 and no weight penalty (the code: Adam 1e-5, clipping by value at 0.25).
+
     Args:
         image_shape: (H, W, C) of the full-resolution images.
         num_classes: classes (19 for a two-item sum; 10 multi-hot for identification with activation "sigmoid").
