@@ -35,10 +35,15 @@ def correct(logits, labels, activation="softmax"):
     """(B,) float32: 1 where the prediction is right: the argmax is the label ("softmax"), or every class's
     decision (logit > 0) matches the multi-hot label ("sigmoid": exact match)."""
     if activation == "sigmoid":
-        decided = tf.equal(logits > 0, tf.cast(labels, tf.float32) > 0.5)
-        return tf.cast(tf.reduce_all(decided, axis=-1), tf.float32)
+        return tf.reduce_min(label_decisions(logits, labels), axis=-1)
     predicted = tf.math.argmax(logits, axis=-1, output_type=tf.int32)
     return tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), tf.float32)
+
+
+def label_decisions(logits, labels):
+    """(B, C) float32 of a multi-label model: 1 where the class's decision (logit > 0) matches the multi-hot label.
+    Its mean over classes is the per-label accuracy; its minimum, the exact match (`correct`)."""
+    return tf.cast(tf.equal(logits > 0, tf.cast(labels, tf.float32) > 0.5), tf.float32)
 
 
 def penalised_kernels(variables, extra=()):

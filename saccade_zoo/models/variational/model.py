@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from saccade_zoo.layers.glimpse import boxes_to_center_size
 from saccade_zoo.layers.resize import AreaResize
 from saccade_zoo.layers.spatial_transformer import LocalizedSpatialTransformer, affine_to_boxes
 from saccade_zoo.models.base import GlimpseModel, check_model_input, reject_unknown_kwargs
@@ -13,7 +14,7 @@ from saccade_zoo.models.variational.crop import CropClassifier
 from saccade_zoo.models.variational.losses import gaussian_kl, gaussian_nll
 from saccade_zoo.models.variational.vrnn import ProxyEncoder, VRNNCell
 from saccade_zoo.contract import ACTIVATIONS
-from saccade_zoo.training.losses import aggregated_cross_entropy, correct, penalised_kernels
+from saccade_zoo.training.losses import aggregated_cross_entropy, correct, label_decisions, penalised_kernels
 from saccade_zoo.training.sampling import example_keys, keyed_normal
 from saccade_zoo.training.staged import Stage, StagedTrainingMixin
 
@@ -195,8 +196,8 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
         step_logits = parts.crop(glimpses, h_prev, training=training)
         height, width = images.shape[1], images.shape[2]
         boxes = affine_to_boxes(affine, (height, width))
-        centres = ops.stack([(boxes[..., 0] + boxes[..., 2]) / 2.0, (boxes[..., 1] + boxes[..., 3]) / 2.0], -1)
-        sizes = ops.stack([boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]], -1)
+        centre_size = boxes_to_center_size(boxes)  # (cy, cx, h, w)
+        centres, sizes = centre_size[..., :2], centre_size[..., 2:]
         out = {"logits": ops.mean(step_logits, axis=1), "step_logits": step_logits, "locations": centres,
                "boxes": boxes, "scales": sizes, "posterior_mean": stacked["mu_q"],
                "posterior_logvar": stacked["logvar_q"], "prior_mean": stacked["mu_p"],
@@ -279,8 +280,7 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
                                        out["prior_logvar"]), axis=1)
         stats = {"accuracy": correct(out["logits"], labels, self.activation)}
         if self.activation == "sigmoid":
-            decided = tf.equal(out["logits"] > 0, tf.cast(labels, tf.float32) > 0.5)
-            stats["label_accuracy"] = tf.reduce_mean(tf.cast(decided, tf.float32), axis=-1)
+            stats["label_accuracy"] = tf.reduce_mean(label_decisions(out["logits"], labels), axis=-1)
         return {"per_example": {"ce": ce, "reconstruction": options["beta"] * reconstruction,
                                 "kl": options["beta"] * kl},
                 "penalised": penalised_kernels(self.trainable_variables),
