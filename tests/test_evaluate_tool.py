@@ -229,6 +229,30 @@ def test_variational_multi_label_per_label_accuracy_and_glimpse_pictures(tmp_pat
         assert picture in run.stdout
 
 
+def test_noisy_proxy_model_gets_its_proxies_and_a_plain_model_refuses_noise(tmp_path):
+    from saccade_zoo.models.variational import VariationalSaccader
+
+    keras.utils.set_random_seed(0)
+    tiny = dict(image_shape=(100, 100, 1), num_classes=10, num_glimpses=2, proxy_shape=(16, 16, 1), glimpse_size=8,
+                encoder_filters=(8, 16), feature_dim=16, units=16, decoder_filters=(8, 8), crop_filters=(8, 16),
+                crop_units=16, groups=4)
+    VariationalSaccader(proxy_input=True, **tiny).save(tmp_path / "noisy.keras")
+    VariationalSaccader(**tiny).save(tmp_path / "plain.keras")
+    runs = {}
+    for noise in ("0", "2"):
+        out = tmp_path / f"eval{noise}"
+        run = evaluate(f"--model={tmp_path / 'noisy.keras'}", "--test_examples=16", "--glimpses=2",
+                       f"--proxy_noise={noise}", "--glimpse_pictures=2", f"--output_dir={out}")
+        assert run.returncode == 0, run.stderr[-3000:]
+        runs[noise] = json.loads((out / "results.json").read_text())
+        assert runs[noise]["proxy_noise"] == float(noise)
+    # The noise reaches the model: its glimpses move.
+    assert runs["0"]["policies"]["learned"]["coverage"] != runs["2"]["policies"]["learned"]["coverage"]
+    refused = evaluate(f"--model={tmp_path / 'plain.keras'}", "--test_examples=8", "--proxy_noise=0.5",
+                       f"--output_dir={tmp_path / 'refused'}")
+    assert refused.returncode != 0 and "makes its own" in refused.stderr
+
+
 def test_any_full_image_classifier_judges_and_is_evaluated(saved):
     if "convnet_cluttered100" not in saccade_zoo.list_models():
         pytest.skip("no convnet_cluttered100 preset")

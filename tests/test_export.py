@@ -336,3 +336,23 @@ def test_exported_keras_file_fine_tunes_with_fit(tmp_path):
     history = loaded.fit(x, y, batch_size=16, epochs=1, verbose=0).history
     assert np.isfinite(history["loss"][0]) and int(loaded.optimizer.iterations) == 4
     assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, loaded.trainable_weights))
+
+
+def test_keras_file_without_compile_state_is_smaller_and_equal(tmp_path):
+    """--nocompile_state: the weights and the architecture only (no optimizer moments), the same outputs; the
+    loaded model is uncompiled and fine-tunes once compiled."""
+    keras.utils.set_random_seed(1)
+    model = saccade_zoo.build("saccader_cluttered100", class_names=FASHION_MNIST_CLASSES)
+    x, y = real_images(model.image_shape, 32, split="train")
+    model.compile(keras.optimizers.Adam(1e-3), stage="policy")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    full = export_model(model, tmp_path / "full", x[:16], variants=(), check_parity=False)
+    lean = export_model(model, tmp_path / "lean", x[:16], variants=(), compile_state=False)
+    assert lean["artifacts"]["keras_compile_state"] is False and full["artifacts"]["keras_compile_state"] is True
+    size = {name: os.path.getsize(tmp_path / name / "model.keras") for name in ("full", "lean")}
+    assert size["lean"] < 0.5 * size["full"], size  # Adam's two moments per weight are gone
+    assert lean["parity"]["results"]["keras_reload"]["max_abs_logits"] == 0.0
+    loaded = keras.models.load_model(tmp_path / "lean" / "model.keras", safe_mode=True)
+    assert getattr(loaded, "optimizer", None) is None and loaded.class_names == model.class_names
+    loaded.compile(keras.optimizers.Adam(1e-4), stage="policy")
+    assert np.isfinite(loaded.fit(x, y, batch_size=16, epochs=1, verbose=0).history["loss"][0])

@@ -169,6 +169,17 @@ def test_variational_saccading_and_resnet_through_the_tools(tmp_path):
     assert manifest["model"]["contract"]["location_kind"] == "continuous"
     assert manifest["parity"]["results"]["tflite_float32"]["max_abs_locations_px"] < 1e-2
 
+    # The noisy-proxy ablation: the model takes its proxy, and train.py feeds it noisy ones.
+    noisy = tool("train.py", f"--output_dir={tmp_path}/noisy", "--preset=variational_cluttered100",
+                 "--proxy_noise=0.5", *small)
+    assert noisy.returncode == 0, noisy.stderr[-3000:]
+    assert keras.models.load_model(str(tmp_path / "noisy" / "model.keras")).proxy_input
+    assert json.load(open(tmp_path / "noisy" / "results.json"))["proxy_noise"] == 0.5
+    refused = tool("train.py", f"--output_dir={tmp_path}/refused", "--preset=resnet18_cluttered100",
+                   "--proxy_noise=0.5", *small)
+    assert refused.returncode != 0 and "--proxy_noise: preset resnet18_cluttered100 is not a variational" \
+        in refused.stderr
+
     resnet = tool("train.py", f"--output_dir={tmp_path}/resnet", "--preset=resnet18_cluttered100_identify",
                   "--task=single", *small)
     assert resnet.returncode == 0, resnet.stderr[-3000:]

@@ -1,4 +1,6 @@
 """Variational saccading (Ramapuram et al.): the model, Eq. 5 through fit, the proxy, bad input, save/load."""
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -74,7 +76,7 @@ def test_paper_sized_preset_parameter_count():
     assert model.image_shape == (2528, 2528, 1) and model.contract.multi_label
     # Sized like the paper's model (Table 1: 7.4M; the reference code's is 6.99M with 10 classes).
     assert model.count_params() == 7_382_877  # 7,370,845 trainable
-    assert saccade_zoo.build("variational_cluttered100").count_params() == 5_004_477  # 4,993,213 trainable
+    assert saccade_zoo.build("variational_cluttered100").count_params() == 1_784_397  # 1,778,765 trainable
 
 
 # ----------------------------------------------------------------------------------------------------- training
@@ -253,3 +255,43 @@ def test_fixed_posterior_variance_ablation():
     assert VariationalSaccader.from_config(model.get_config()).posterior_variance == 1.4
     with pytest.raises(ValueError, match="posterior_variance must be > 0"):
         tiny(posterior_variance=0.0)
+
+
+# ------------------------------------------------------------------------------------------- noisy-proxy ablation
+def test_proxies_for_a_model_that_takes_its_own_train_and_evaluate(tmp_path):
+    """make_proxies equals the in-graph proxy (plus seeded noise of the asked size); a proxy_input model trains
+    through train_stage and evaluates through evaluate_policies / right_and_wrong on {"images", "proxy"} arrays."""
+    from saccade_zoo.evaluation import evaluate_policies, right_and_wrong
+    from saccade_zoo.models.variational import make_proxies, proxy_inputs
+    from saccade_zoo.training.runner import train_stage
+
+    x = images(12)
+    clean = make_proxies(x, (16, 16), batch_size=5)  # in chunks
+    np.testing.assert_allclose(clean, AreaResize((16, 16))(x), atol=1e-6)
+    noisy = make_proxies(x, (16, 16), noise_stddev=0.5, seed=3)
+    assert abs(float((noisy - clean).std()) - 0.5) < 0.03
+    np.testing.assert_array_equal(noisy, make_proxies(x, (16, 16), noise_stddev=0.5, seed=3))
+    assert not np.allclose(noisy, make_proxies(x, (16, 16), noise_stddev=0.5, seed=4))
+    with pytest.raises(ValueError, match="noise_stddev"):
+        make_proxies(x, (16, 16), noise_stddev=-1.0)
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
+        make_proxies(x[0], (16, 16))
+
+    plain = tiny()
+    assert proxy_inputs(plain, x) is x
+    with pytest.raises(ValueError, match="proxy_input=True"):
+        proxy_inputs(plain, x, noise_stddev=0.5)
+    model = tiny(proxy_input=True)
+    inputs = proxy_inputs(model, x, noise_stddev=0.5, seed=3)
+    np.testing.assert_array_equal(inputs["proxy"], noisy)
+    labels = np.arange(12) % 5
+    model = train_stage(model, "variational", (inputs, labels), str(tmp_path), 1, 4, "adam", 1e-3,
+                        validation=(inputs, labels), verbose=0)
+    assert os.path.exists(tmp_path / "variational" / "final.keras")
+    results = evaluate_policies(model, inputs, labels, max_glimpses=3, item_boxes=None)
+    assert set(results["policies"]) == {"learned"} and len(results["policies"]["learned"]["coverage"]) == 3
+    expected = np.asarray(model.predict(inputs, verbose=0)["step_logits"]).mean(axis=1).argmax(-1) == labels
+    assert results["policies"]["learned"]["accuracy"][-1] == pytest.approx(expected.mean())
+    found = right_and_wrong(model, inputs, labels, count=2, batch_size=5)
+    assert len(found["right"]["index"]) == min(2, int(expected.sum()))
+    assert len(found["wrong"]["index"]) == min(2, int((~expected).sum()))

@@ -3,7 +3,8 @@ accuracy) and image coverage vs number of glimpses for its learned policy and th
 backbone (and, with --policy_backbone, on a second BagNet such as the step-1 network, side by side), glimpse hit
 rate on the items, the backbones' full-image accuracy, occlusion accuracy (paper Fig. 5b: glimpse boxes set to
 black, then classified by a full-image classifier) and, for a glimpse model, pictures of its glimpses on test images
-it gets right and wrong.
+it gets right and wrong. A variational saccader trained with a noisy proxy (tools/train.py --proxy_noise) takes the
+proxy as an input: --proxy_noise sets the noise of the test proxies (the paper's noisy-proxy ablation).
 
     python tools/evaluate.py --model=runs/quickstart/model.keras --output_dir=runs/quickstart/eval
     python tools/evaluate.py --model=runs/fashion/model.keras --data=idx --occlusion_model=runs/fashion/bagnet.keras \
@@ -70,6 +71,9 @@ flags.DEFINE_integer("occlusion_glimpses", 6, "Glimpses occluded for the occlusi
 flags.DEFINE_string("output_dir", None, "Where results.json, results.csv, occlusion.csv and the plots go (default: "
                     "beside --model).")
 flags.DEFINE_integer("batch_size", 64, "Inference batch size.")
+flags.DEFINE_float("proxy_noise", 0.0, "A variational saccader that takes its proxy (proxy_input=True, trained with "
+                   "tools/train.py --proxy_noise) gets the area-resized test image plus Gaussian noise of this standard "
+                   "deviation in the model's input units ([0, 1] pixels for the cluttered presets; seeded by --seed). Other models make their own proxy: must be 0.")
 flags.DEFINE_integer("glimpse_pictures", 8, "Test images in glimpses_right.png and in glimpses_wrong.png (glimpse "
                      "models; 0: no pictures).", lower_bound=0)
 
@@ -183,13 +187,13 @@ def picture_class_names(model, config, source):
     return names if len(names) == model.contract.num_classes else model.class_names
 
 
-def glimpse_pictures(model, pixels, targets, names, out_dir, count):
-    """glimpses_right.png and glimpses_wrong.png (see the module docstring); returns the files written."""
-    from saccade_zoo.evaluation import plot_glimpses, right_and_wrong, standardise
+def glimpse_pictures(model, inputs, pixels, targets, names, out_dir, count):
+    """glimpses_right.png and glimpses_wrong.png (see the module docstring) for the model-ready ``inputs`` of the
+    [0, 1] ``pixels``; returns the files written."""
+    from saccade_zoo.evaluation import plot_glimpses, right_and_wrong
 
     contract = model.contract
-    found = right_and_wrong(model, standardise(pixels, model.preprocessing), targets, count=count,
-                            batch_size=FLAGS.batch_size)
+    found = right_and_wrong(model, inputs, targets, count=count, batch_size=FLAGS.batch_size)
     verdict = "exact match of every label" if contract.multi_label else "top-1"
     written = []
     for kind in ("right", "wrong"):
@@ -215,6 +219,7 @@ def main(argv):
     from saccade_zoo.data.cluttered import ClutteredConfig, cluttered_split
     from saccade_zoo.evaluation import (black_value, evaluate_policies, format_accuracy_table, occlusion_accuracy,
                                         plot_accuracy_vs_glimpses, standardise)
+    from saccade_zoo.models.variational import proxy_inputs
 
     model = load_zoo_model(FLAGS.model, "model")
     contract = model.contract
@@ -238,7 +243,11 @@ def main(argv):
                   box_glimpses=FLAGS.occlusion_glimpses if judge is not None else None)
     # A full-image classifier other than a BagNet (a ConvNet, ...) as --model: its own accuracy, no policies.
     own = FINAL if contract.has_glimpses or isinstance(model, saccade_zoo.BagNet) else "model"
-    results, boxes = evaluate_policies(model, standardise(pixels, model.preprocessing), targets, backbone_label=own,
+    try:  # the images, or {"images", "proxy"} for a model that takes its proxy
+        inputs = proxy_inputs(model, standardise(pixels, model.preprocessing), FLAGS.proxy_noise, FLAGS.seed)
+    except ValueError as error:
+        raise app.UsageError(f"--proxy_noise: {error}") from None
+    results, boxes = evaluate_policies(model, inputs, targets, backbone_label=own,
                                        label_columns=policy_backbone is not None, **common)
     if policy_backbone is not None:
         backbone, preprocessing = policy_backbone
@@ -263,7 +272,7 @@ def main(argv):
             results["occlusion"][column] = occlusion_accuracy(classify, pixels, targets, column_boxes[:, :glimpses],
                                                               contract=judge.contract)
     results.update(model=FLAGS.model, data=FLAGS.data, data_dir=FLAGS.data_dir, test_examples=len(pixels),
-                   seed=FLAGS.seed)
+                   seed=FLAGS.seed, proxy_noise=FLAGS.proxy_noise if getattr(model, "proxy_input", False) else None)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     columns = csv_columns(contract)
@@ -292,7 +301,7 @@ def main(argv):
     pictures = []
     if contract.has_glimpses and FLAGS.glimpse_pictures:
         names = picture_class_names(model, config, "sample" if FLAGS.data == "sample" else FLAGS.data_dir)
-        pictures = glimpse_pictures(model, pixels, targets, names, out_dir, FLAGS.glimpse_pictures)
+        pictures = glimpse_pictures(model, inputs, pixels, targets, names, out_dir, FLAGS.glimpse_pictures)
     files = ", ".join(["results.json", "results.csv"] + (["occlusion.csv"] if judge is not None else []) + pictures)
     print(f"wrote {files} to {out_dir}")
 

@@ -32,6 +32,8 @@ flags.DEFINE_integer("num_images", 1000, "Real held-out images (test split) for 
 flags.DEFINE_integer("num_calibration_images", 128, "Real images (train split) to calibrate full int8 on.")
 flags.DEFINE_integer("seed", 0, "Seed of the real images.")
 flags.DEFINE_string("class_names", None, "Text file with one class name per line.")
+flags.DEFINE_bool("compile_state", True, "Keep the compile state (optimizer and its moments) in model.keras; "
+                  "--nocompile_state writes weights and architecture only (a smaller file: compile before fit).")
 flags.DEFINE_bool("check", True, "Fail when a parity check fails (--nocheck only records the numbers).")
 
 
@@ -114,7 +116,7 @@ def main(argv):
                                                             task=task or "single"),
                                 calibration_description=describe(shape, FLAGS.num_calibration_images, split="train",
                                                                  seed=FLAGS.seed, task=task or "single"),
-                                log=print)
+                                log=print, compile_state=FLAGS.compile_state)
     except (ValueError, FileExistsError, ParityError, UnsupportedOpsError, TypeError) as error:
         return fail(str(error))
     for variant, result in manifest["parity"]["results"].items():

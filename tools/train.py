@@ -61,10 +61,13 @@ flags.DEFINE_enum("location_objective", "mean", ["mean", "sum"],
 flags.DEFINE_enum("location_targets", "max_logit", ["max_logit", "predicted_class"],
                   "Location pretraining targets: the cells of largest maximum logit over classes (max_logit, the "
                   "paper, default) or the predicted class's best cells (predicted_class, the authors' code).")
-flags.DEFINE_float("beta", 1.0, "Variational saccading: weight of the VRNN ELBO (reconstruction + KL) in Eq. 5 (1 = the "
-                   "paper's sum).")
+flags.DEFINE_float("beta", None, "Variational saccading: weight of the VRNN ELBO (reconstruction + KL) in Eq. 5 (1 = "
+                   "the paper's plain sum; default: the stage's own, 0.001, see VariationalSaccader).")
 flags.DEFINE_float("posterior_variance", None, "Variational saccading: a fixed posterior variance sigma^2 (the paper's "
                    "ablation) instead of the learned one.")
+flags.DEFINE_float("proxy_noise", None, "Variational saccading: feed the model its proxy (proxy_input=True), the area-"
+                   "resized image plus Gaussian noise of this standard deviation in [0, 1] pixel units (the paper's noisy-proxy "
+                   "ablation; fixed per image, seeded). Default: the model makes its clean proxy in-graph.")
 flags.DEFINE_integer("trajectories", 2, "Sampled trajectories per image in the policy step (the paper: 2).")
 flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the data and the sampling.")
 flags.DEFINE_string("output_dir", "runs/quickstart", "Where checkpoints, logs, the model and pictures go.")
@@ -126,9 +129,11 @@ def main(argv):
 
     import saccade_zoo
     from saccade_zoo.data.cluttered import ClutteredConfig, class_names, cluttered_split
+    from saccade_zoo.data.inputs import take_examples
     from saccade_zoo.evaluation import (evaluate_policies, format_accuracy_table, plot_accuracy_vs_glimpses,
                                         plot_glimpses)
     from saccade_zoo.models.base import GlimpseModel
+    from saccade_zoo.models.variational import proxy_inputs
     from saccade_zoo.training.guard import TrainingDiverged
     from saccade_zoo.training.runner import save_atomically, train_stage
 
@@ -143,11 +148,17 @@ def main(argv):
         overrides["activation"] = "sigmoid"
     elif preset["config"].get("activation") == "sigmoid":  # a multi-label preset trained on a one-label task
         overrides["activation"] = "softmax"
+    builder = preset["builder"]
+    variational = isinstance(builder, type) and issubclass(builder, saccade_zoo.models.VariationalSaccader)
+    for flag in ("posterior_variance", "proxy_noise"):
+        if getattr(FLAGS, flag) is not None and not variational:
+            raise app.UsageError(f"--{flag}: preset {FLAGS.preset} is not a variational saccading model.")
     if FLAGS.posterior_variance is not None:
-        builder = preset["builder"]
-        if not (isinstance(builder, type) and issubclass(builder, saccade_zoo.models.VariationalSaccader)):
-            raise app.UsageError(f"--posterior_variance: preset {FLAGS.preset} is not a variational saccading model.")
         overrides["posterior_variance"] = FLAGS.posterior_variance
+    if FLAGS.proxy_noise is not None:
+        if FLAGS.proxy_noise < 0:
+            raise app.UsageError(f"--proxy_noise must be >= 0, got {FLAGS.proxy_noise}.")
+        overrides["proxy_input"] = True
     if FLAGS.glimpses is not None:
         if "num_glimpses" not in preset["config"]:
             raise app.UsageError(f"--glimpses: preset {FLAGS.preset} takes no glimpses (a full-image model).")
@@ -167,8 +178,9 @@ def main(argv):
     rates = per_stage(FLAGS.learning_rate, stages, "learning_rate", float, lambda s: s.learning_rate)
     options = dict(location_glimpses=FLAGS.location_glimpses,
                    location_objective=FLAGS.location_objective, location_targets=FLAGS.location_targets,
-                   num_trajectories=FLAGS.trajectories, beta=FLAGS.beta,
-                   sampling_seed=FLAGS.seed)
+                   num_trajectories=FLAGS.trajectories, sampling_seed=FLAGS.seed)
+    if FLAGS.beta is not None:
+        options["beta"] = FLAGS.beta
     if FLAGS.glimpses is not None:
         options["num_glimpses"] = FLAGS.glimpses
     if FLAGS.weight_decay is not None:
@@ -181,13 +193,18 @@ def main(argv):
     if model.image_shape != train["images"].shape[1:]:
         raise app.UsageError(f"Preset {FLAGS.preset} takes {model.image_shape} images, the data is "
                              f"{train['images'].shape[1:]}: pick a matching --preset or --canvas_size.")
-    validation = (test["images"][:FLAGS.validation_examples], test["labels"][:FLAGS.validation_examples])
+    # The model's inputs: the images, or {"images", "proxy"} with --proxy_noise (one noise draw per split and image)
+    noise = FLAGS.proxy_noise or 0.0
+    train_inputs = proxy_inputs(model, train["images"], noise, FLAGS.seed)
+    test_inputs = proxy_inputs(model, test["images"], noise, FLAGS.seed + 1)
+    validation = (take_examples(test_inputs, slice(0, FLAGS.validation_examples)),
+                  test["labels"][:FLAGS.validation_examples])
     for position, (stage, n_epochs, rate) in enumerate(zip(stages, epochs, rates)):
         print(f"\n=== stage {position + 1}/{len(stages)}: {stage.name} ({n_epochs} epochs, lr {rate}): "
               f"{stage.description} ===")
         stage_options = {k: v for k, v in options.items() if k in stage.all_options()}
         try:
-            model = train_stage(model, stage.name, (train["images"], train["labels"]), FLAGS.output_dir, n_epochs,
+            model = train_stage(model, stage.name, (train_inputs, train["labels"]), FLAGS.output_dir, n_epochs,
                                 FLAGS.batch_size, FLAGS.optimizer or stage.optimizer, rate, FLAGS.warmup_epochs,
                                 FLAGS.seed,
                                 FLAGS.checkpoint_every, validation, FLAGS.verbose, stage_options,
@@ -202,13 +219,14 @@ def main(argv):
     print("\nEvaluating on the test images ...")
     glimpse_model = model if isinstance(model, GlimpseModel) else None
     # A full-image classifier without cells (a ConvNet) gets its full-image accuracy only (no policies).
-    results = evaluate_policies(model, test["images"], test["labels"], FLAGS.eval_glimpses, FLAGS.eval_policies,
+    results = evaluate_policies(model, test_inputs, test["labels"], FLAGS.eval_glimpses, FLAGS.eval_policies,
                                 item_boxes=test["boxes"], seed=FLAGS.seed)
     trained_glimpses = getattr(model, "num_glimpses", FLAGS.eval_glimpses)
     warning = chance_warning(results, model.contract, test["labels"], trained_glimpses)
     results.update(preset=FLAGS.preset, task=task, steps=[s.name for s in stages], epochs=epochs,
                    learning_rates=rates, seed=FLAGS.seed, data=FLAGS.data, train_examples=len(train["images"]),
-                   test_examples=len(test["images"]), train_seconds=round(train_seconds, 1))
+                   test_examples=len(test["images"]), train_seconds=round(train_seconds, 1),
+                   proxy_noise=FLAGS.proxy_noise)
     if warning:
         results["warning"] = warning
     with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as f:
@@ -228,7 +246,7 @@ def main(argv):
                               results["full_image"], title=f"{FLAGS.preset}, {FLAGS.data} test set ({task})")
     if glimpse_model is not None:
         shown = test["images"][:8]
-        out = glimpse_model.predict(shown, verbose=0)
+        out = glimpse_model.predict(take_examples(test_inputs, slice(0, 8)), verbose=0)
         plot_glimpses(shown, np.asarray(out["boxes"]), os.path.join(FLAGS.output_dir, "glimpses.png"),
                       labels=test["labels"][:8], predictions=model.contract.predictions(out["logits"]),
                       class_names=model.class_names, title=f"{type(model).__name__} glimpses (1 = first)")

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from saccade_zoo.data.inputs import image_array, num_examples, take_examples
 from saccade_zoo.contract import SIGMOID, OutputContract
 from saccade_zoo.models.saccader.policies import POLICIES
 
@@ -204,7 +205,8 @@ def evaluate_policies(model, images, labels, max_glimpses=12, policies=POLICIES,
             on its BagNet), a bare BagNet (engineered policies on it: the paper's baselines use the step-1 network),
             any other `GlimpseModel` (its own policy only; ``full_image`` is None) or another full-image classifier
             (a zoo model without glimpses, e.g. a ConvNet: ``full_image`` only, no policies).
-        images: (N, H, W, C) images ready for ``model`` (standardised with its preprocessing).
+        images: (N, H, W, C) images ready for ``model`` (standardised with its preprocessing), or a dict of input
+            arrays for a model with several inputs (``{"images", "proxy"}``, `saccade_zoo.data.inputs`).
         item_boxes: optional (N, K, 4) object boxes; adds the fraction of glimpses that hit an object.
         top_k: also report top-``k`` accuracy vs glimpses (``"top<k>"`` in each entry, ``"full_image_top<k>"``)
             when the model is single-label with more than k classes; ``"top_k"`` in the result says whether.
@@ -261,7 +263,7 @@ def evaluate_policies(model, images, labels, max_glimpses=12, policies=POLICIES,
         step_logits, glimpse_boxes = out["step_logits"][:, :max_glimpses], out["boxes"][:, :max_glimpses]
         entry = {"policy": policy, "backbone": backbone_label,
                  "accuracy": accuracy_vs_glimpses(step_logits, labels, contract).tolist(),
-                 "coverage": coverage_vs_glimpses(glimpse_boxes, images.shape[1:]).tolist()}
+                 "coverage": coverage_vs_glimpses(glimpse_boxes, image_array(images).shape[1:]).tolist()}
         if contract.multi_label:
             entry["label_accuracy"] = label_accuracy_vs_glimpses(step_logits, labels, contract).tolist()
         if top_k and note is None:
@@ -308,7 +310,8 @@ def right_and_wrong(model, images, labels, count=8, batch_size=64):
 
     Args:
         model: a glimpse model (outputs ``logits`` and ``boxes``).
-        images: (N, H, W, C) images ready for ``model`` (standardised with its preprocessing).
+        images: (N, H, W, C) images ready for ``model`` (standardised with its preprocessing), or a dict of input
+            arrays (``{"images", "proxy"}``).
         labels: (N,) integer labels or (N, C) multi-hot labels.
     Returns:
         {"right": {...}, "wrong": {...}}, each with ``index`` (n,) positions in ``images``, ``boxes`` (n, T, 4)
@@ -320,11 +323,11 @@ def right_and_wrong(model, images, labels, count=8, batch_size=64):
         raise ValueError(f"right_and_wrong needs a glimpse model (boxes); {type(model).__name__} has none.")
     labels = np.asarray(labels)
     found = {"right": [], "wrong": []}  # [(index, boxes, prediction)]
-    for start in range(0, len(images), int(batch_size)):
+    for start in range(0, num_examples(images), int(batch_size)):
         if all(len(v) >= count for v in found.values()):
             break
-        stop = min(start + int(batch_size), len(images))
-        out = model.predict(images[start:stop], batch_size=int(batch_size), verbose=0)
+        stop = min(start + int(batch_size), num_examples(images))
+        out = model.predict(take_examples(images, slice(start, stop)), batch_size=int(batch_size), verbose=0)
         logits, boxes = np.asarray(out["logits"]), np.asarray(out["boxes"])
         predictions = contract.predictions(logits)
         for i, ok in enumerate(contract.correct(logits, labels[start:stop])):

@@ -119,10 +119,12 @@ def _prepare_out_dir(out_dir, overwrite):
 def export_model(model, out_dir, representative_images, class_names=None, preprocessing=None, overwrite=False,
                  variants=_tflite.VARIANTS, parity_images=None, thresholds=None, images_description=None,
                  check_parity=True, calibration_steps=100, log=None, calibration_description=None,
-                 parity_labels=None, min_labelled_images=_parity.MIN_LABELLED_IMAGES):
+                 parity_labels=None, min_labelled_images=_parity.MIN_LABELLED_IMAGES, compile_state=True):
     """Export ``model`` to ``out_dir`` and return the manifest (also written to ``out_dir/manifest.json``).
 
-    Writes ``model.keras`` (``model.save``: compile state kept), ``saved_model/`` (``serving_default``: float32
+    Writes ``model.keras`` (``model.save``: compile state kept, optimizer moments included; with
+    ``compile_state=False`` the weights and the architecture only, e.g. to ship a model whose Adam moments would
+    triple the file: compile it before ``fit``), ``saved_model/`` (``serving_default``: float32
     [0, 1] pixels in, named outputs out) and ``model_<variant>.tflite`` for each of ``variants``. Parity against
     Keras is measured on ``parity_images`` (default: ``representative_images``, raw [0, 1] pixels or uint8; pass
     held-out images so the int8 numbers are not measured on the calibration set) and the export raises
@@ -165,7 +167,7 @@ def export_model(model, out_dir, representative_images, class_names=None, prepro
     try:
         manifest = _export_into(model, staging, names, pre, image_shape, representative, test_images, class_names,
                                 variants, thresholds, images_description, check_parity, calibration_steps, log,
-                                calibration_description, parity_labels)
+                                calibration_description, parity_labels, compile_state)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -175,11 +177,21 @@ def export_model(model, out_dir, representative_images, class_names=None, prepro
     return manifest
 
 
+def _save_keras(model, path, compile_state):
+    """``model.save``, or (``compile_state=False``) the save of an uncompiled copy with the same weights."""
+    if compile_state or getattr(model, "optimizer", None) is None:
+        model.save(path)
+        return
+    copy = type(model).from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    copy.save(path)
+
+
 def _export_into(model, folder, names, pre, image_shape, representative, test_images, class_names, variants,
                  thresholds, images_description, check_parity, calibration_steps, log, calibration_description=None,
-                 labels=None):
-    log(f"Saving {KERAS_FILE}")
-    model.save(os.path.join(folder, KERAS_FILE))
+                 labels=None, compile_state=True):
+    log(f"Saving {KERAS_FILE}" + ("" if compile_state else " (weights and architecture, no compile state)"))
+    _save_keras(model, os.path.join(folder, KERAS_FILE), compile_state)
     log(f"Writing {SAVED_MODEL_DIR}/")
     saved_model = os.path.join(folder, SAVED_MODEL_DIR)
     _serving.save_serving(model, saved_model, pre)
@@ -264,6 +276,7 @@ def _export_into(model, folder, names, pre, image_shape, representative, test_im
         "signature": _serving.SIGNATURE_KEY,
         "artifacts": {
             "keras": KERAS_FILE,
+            "keras_compile_state": bool(compile_state),
             "saved_model": SAVED_MODEL_DIR,
             "tflite": {v: {**info, "description": _TFLITE_DOCS[v]} for v, info in tflite_info.items()},
             "tflite_batch": "dynamic batch axis (shape_signature -1); the interpreter starts at batch 1",

@@ -17,7 +17,7 @@ import numpy as np
 import keras
 import tensorflow as tf
 
-from saccade_zoo.contract import OutputContract
+from saccade_zoo.contract import ACTIVATIONS, OutputContract
 from saccade_zoo.training.losses import full_image_terms
 from saccade_zoo.training.staged import Stage, StagedTrainingMixin
 
@@ -83,6 +83,21 @@ def reject_unknown_kwargs(cls_name, kwargs):
     unknown = sorted(set(kwargs) - set(_MODEL_KWARGS))
     if unknown:
         raise TypeError(f"{cls_name} got unexpected keyword argument(s): {', '.join(unknown)}.")
+
+
+def check_activation(activation):
+    """The output activation of a zoo model, one of `saccade_zoo.contract.ACTIVATIONS`, or a ValueError."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
+    return activation
+
+
+def shape_hwc(value, what="image_shape"):
+    """(height, width, channels) as positive ints, or a ValueError naming ``what``."""
+    shape = tuple(int(d) for d in value)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"{what} must be (height, width, channels), each >= 1, got {shape}.")
+    return shape
 
 
 METADATA_KEYS = ("preset", "preprocessing", "class_names")

@@ -15,6 +15,7 @@ import numpy as np
 import keras
 import tensorflow as tf
 
+from saccade_zoo.data.inputs import num_examples, take_examples
 from saccade_zoo.training.guard import DivergenceGuard
 
 
@@ -24,22 +25,25 @@ def epoch_order(num_examples, seed, stage_index, epoch):
 
 def batch_stream(images, labels, batch_size, seed, stage_index, start_step, stop_step):
     """Batches ``start_step .. stop_step - 1`` of the stage's stream (each epoch a seeded permutation, the
-    last partial batch of an epoch dropped) as a tf.data.Dataset of (images, labels)."""
-    steps_per_epoch = len(images) // batch_size
+    last partial batch of an epoch dropped) as a tf.data.Dataset of (images, labels). ``images`` may be a dict of
+    arrays (a model with several inputs, e.g. a variational saccader with ``proxy_input=True``)."""
+    count = num_examples(images)
+    steps_per_epoch = count // batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"batch_size {batch_size} is larger than the {len(images)} training examples.")
+        raise ValueError(f"batch_size {batch_size} is larger than the {count} training examples.")
 
     def generate():
         order, order_epoch = None, -1
         for step in range(start_step, stop_step):
             epoch, offset = divmod(step, steps_per_epoch)
             if epoch != order_epoch:
-                order, order_epoch = epoch_order(len(images), seed, stage_index, epoch), epoch
+                order, order_epoch = epoch_order(count, seed, stage_index, epoch), epoch
             index = np.sort(order[offset * batch_size:(offset + 1) * batch_size])
-            yield images[index], labels[index]
+            yield take_examples(images, index), labels[index]
 
     labels = np.asarray(labels)  # (N,) integer classes or (N, C) multi-hot vectors
-    spec = (tf.TensorSpec((batch_size,) + images.shape[1:], tf.float32),
+    spec = ({name: tf.TensorSpec((batch_size,) + value.shape[1:], tf.float32) for name, value in images.items()}
+            if isinstance(images, dict) else tf.TensorSpec((batch_size,) + images.shape[1:], tf.float32),
             tf.TensorSpec((batch_size,) + labels.shape[1:], tf.as_dtype(labels.dtype)))
     return tf.data.Dataset.from_generator(generate, output_signature=spec).prefetch(2)
 
@@ -99,7 +103,8 @@ def train_stage(model, stage, train, out_dir, epochs, batch_size, optimizer="sgd
     Args:
         model: the model to start from (ignored when the stage's checkpoint or final model exists).
         stage: the name of one of the model's declared stages (``model.stages``).
-        train: (images float32 (N, H, W, C), labels: int (N,) classes or (N, C) multi-hot vectors).
+        train: (images float32 (N, H, W, C), labels: int (N,) classes or (N, C) multi-hot vectors); for a model
+            with several inputs, images is a dict of arrays (e.g. ``{"images": ..., "proxy": ...}``).
         out_dir: the run's folder; the stage writes ``<out_dir>/<stage>/`` (checkpoint.keras, final.keras,
             history.json, settings.json, guard.json) and TensorBoard logs to ``<out_dir>/tensorboard/<stage>``.
         validation: optional (images, labels) evaluated after each epoch.
@@ -123,11 +128,11 @@ def train_stage(model, stage, train, out_dir, epochs, batch_size, optimizer="sgd
         print(f"[{stage}] already trained: loading {final_path}")
         return keras.models.load_model(final_path)
     images, labels = train
-    steps_per_epoch = len(images) // batch_size
+    steps_per_epoch = num_examples(images) // batch_size
     total = steps_per_epoch * epochs
     settings = json.loads(json.dumps(dict(
         optimizer=optimizer, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
-        warmup_epochs=warmup_epochs, seed=seed, examples=len(images), clipnorm=clipnorm,
+        warmup_epochs=warmup_epochs, seed=seed, examples=num_examples(images), clipnorm=clipnorm,
         compile_options=compile_options or {})))
     if os.path.exists(checkpoint_path):
         previous = _read_json(settings_path)

@@ -2,8 +2,8 @@
 import keras
 
 from saccade_zoo.models.bagnet.blocks import BN_EPSILON, BN_MOMENTUM, BagNetBlock, batch_norm
-from saccade_zoo.contract import ACTIVATIONS, OutputContract
-from saccade_zoo.models.base import ZooModel, reject_unknown_kwargs
+from saccade_zoo.contract import OutputContract
+from saccade_zoo.models.base import ZooModel, check_activation, reject_unknown_kwargs, shape_hwc
 from saccade_zoo.training.losses import full_image_terms
 from saccade_zoo.training.staged import Stage, StagedTrainingMixin
 
@@ -73,12 +73,9 @@ class BagNet(StagedTrainingMixin, ZooModel):
         **kwargs,
     ):
         reject_unknown_kwargs(type(self).__name__, kwargs)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
-        image_shape = tuple(int(d) for d in image_shape)
+        check_activation(activation)
+        image_shape = shape_hwc(image_shape)
         blocks, planes, kernel3, strides = (tuple(int(v) for v in s) for s in (blocks, planes, kernel3, strides))
-        if len(image_shape) != 3:
-            raise ValueError(f"image_shape must be (height, width, channels), got {image_shape}.")
         if not len(blocks) == len(planes) == len(kernel3) == len(strides):
             raise ValueError("blocks, planes, kernel3 and strides must have the same length (one per group).")
         if any(k > b for k, b in zip(kernel3, blocks)):

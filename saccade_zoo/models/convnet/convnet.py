@@ -4,9 +4,8 @@ import math
 
 import keras
 
-from saccade_zoo.contract import ACTIVATIONS
 from saccade_zoo.models.bagnet import blocks
-from saccade_zoo.models.base import FullImageClassifier, reject_unknown_kwargs
+from saccade_zoo.models.base import FullImageClassifier, check_activation, reject_unknown_kwargs, shape_hwc
 
 PADDINGS = ("same", "valid")
 
@@ -83,13 +82,10 @@ class ConvNet(FullImageClassifier):
         **kwargs,
     ):
         reject_unknown_kwargs(type(self).__name__, kwargs)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
+        check_activation(activation)
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}.")
-        image_shape = tuple(int(d) for d in image_shape)
-        if len(image_shape) != 3:
-            raise ValueError(f"image_shape must be (height, width, channels), got {image_shape}.")
+        image_shape = shape_hwc(image_shape)
         filters = tuple(int(f) for f in filters)
         if not filters or any(f < 1 for f in filters):
             raise ValueError(f"filters must list at least one conv layer's filter count (each >= 1), got {filters}.")

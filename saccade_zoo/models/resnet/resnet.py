@@ -4,9 +4,8 @@ import math
 
 import keras
 
-from saccade_zoo.contract import ACTIVATIONS
 from saccade_zoo.models.bagnet import blocks as bagnet_blocks  # the zoo's BatchNorm (`blocks` is an argument)
-from saccade_zoo.models.base import FullImageClassifier, reject_unknown_kwargs
+from saccade_zoo.models.base import FullImageClassifier, check_activation, reject_unknown_kwargs, shape_hwc
 
 STEMS = ("imagenet", "small")
 # Downsampling of each stem: the "imagenet" stem's stride-2 conv and stride-2 max-pool; the "small" stem none.
@@ -165,13 +164,10 @@ class ResNet(FullImageClassifier):
         **kwargs,
     ):
         reject_unknown_kwargs(type(self).__name__, kwargs)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
+        check_activation(activation)
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, got {stem!r}.")
-        image_shape = tuple(int(d) for d in image_shape)
-        if len(image_shape) != 3 or min(image_shape) < 1:
-            raise ValueError(f"image_shape must be (height, width, channels), each >= 1, got {image_shape}.")
+        image_shape = shape_hwc(image_shape)
         num_classes = int(num_classes)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
