@@ -339,8 +339,8 @@ def test_exported_keras_file_fine_tunes_with_fit(tmp_path):
 
 
 def test_keras_file_without_compile_state_is_smaller_and_equal(tmp_path):
-    """--nocompile_state: the weights and the architecture only (no optimizer moments), the same outputs; the
-    loaded model is uncompiled and fine-tunes once compiled."""
+    """--nocompile_state: the weights and the architecture only (no optimizer moments, in model.keras and in the
+    SavedModel), the same outputs; the loaded model is uncompiled and fine-tunes once compiled."""
     keras.utils.set_random_seed(1)
     model = saccade_zoo.build("saccader_cluttered100", class_names=FASHION_MNIST_CLASSES)
     x, y = real_images(model.image_shape, 32, split="train")
@@ -348,9 +348,15 @@ def test_keras_file_without_compile_state_is_smaller_and_equal(tmp_path):
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     full = export_model(model, tmp_path / "full", x[:16], variants=(), check_parity=False)
     lean = export_model(model, tmp_path / "lean", x[:16], variants=(), compile_state=False)
+    assert model.optimizer is not None  # the caller's model keeps its compile state
     assert lean["artifacts"]["keras_compile_state"] is False and full["artifacts"]["keras_compile_state"] is True
     size = {name: os.path.getsize(tmp_path / name / "model.keras") for name in ("full", "lean")}
     assert size["lean"] < 0.5 * size["full"], size  # Adam's two moments per weight are gone
+    # The SavedModel holds each weight once (float32), compile state or not.
+    weights = 4 * model.count_params()
+    for name in ("full", "lean"):
+        saved = os.path.getsize(tmp_path / name / "saved_model" / "variables" / "variables.data-00000-of-00001")
+        assert 0.9 * weights < saved < 1.05 * weights, (name, saved, weights)
     assert lean["parity"]["results"]["keras_reload"]["max_abs_logits"] == 0.0
     loaded = keras.models.load_model(tmp_path / "lean" / "model.keras", safe_mode=True)
     assert getattr(loaded, "optimizer", None) is None and loaded.class_names == model.class_names

@@ -123,8 +123,8 @@ def export_model(model, out_dir, representative_images, class_names=None, prepro
     """Export ``model`` to ``out_dir`` and return the manifest (also written to ``out_dir/manifest.json``).
 
     Writes ``model.keras`` (``model.save``: compile state kept, optimizer moments included; with
-    ``compile_state=False`` the weights and the architecture only, e.g. to ship a model whose Adam moments would
-    triple the file: compile it before ``fit``), ``saved_model/`` (``serving_default``: float32
+    ``compile_state=False`` the weights and the architecture only, also in the SavedModel, e.g. to ship a model
+    whose Adam moments would triple the files: compile it before ``fit``), ``saved_model/`` (``serving_default``: float32
     [0, 1] pixels in, named outputs out) and ``model_<variant>.tflite`` for each of ``variants``. Parity against
     Keras is measured on ``parity_images`` (default: ``representative_images``, raw [0, 1] pixels or uint8; pass
     held-out images so the int8 numbers are not measured on the calibration set) and the export raises
@@ -162,6 +162,8 @@ def export_model(model, out_dir, representative_images, class_names=None, prepro
     class_names = list(model.class_names if class_names is None else class_names)
     if len(class_names) != num_classes or not all(isinstance(c, str) for c in class_names):
         raise ValueError(f"class_names must be {num_classes} strings (one per class), got {len(class_names)}.")
+    if not compile_state:  # every artifact without the optimizer (the SavedModel would carry its moments too)
+        model = uncompiled_copy(model)
     out_dir, staging = _prepare_out_dir(out_dir, overwrite)
 
     try:
@@ -177,21 +179,21 @@ def export_model(model, out_dir, representative_images, class_names=None, prepro
     return manifest
 
 
-def _save_keras(model, path, compile_state):
-    """``model.save``, or (``compile_state=False``) the save of an uncompiled copy with the same weights."""
-    if compile_state or getattr(model, "optimizer", None) is None:
-        model.save(path)
-        return
+def uncompiled_copy(model):
+    """A copy of ``model`` with the same architecture and weights and no compile state (no optimizer and its
+    moments); ``model`` itself when it has none."""
+    if getattr(model, "optimizer", None) is None:
+        return model
     copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
-    copy.save(path)
+    return copy
 
 
 def _export_into(model, folder, names, pre, image_shape, representative, test_images, class_names, variants,
                  thresholds, images_description, check_parity, calibration_steps, log, calibration_description=None,
                  labels=None, compile_state=True):
     log(f"Saving {KERAS_FILE}" + ("" if compile_state else " (weights and architecture, no compile state)"))
-    _save_keras(model, os.path.join(folder, KERAS_FILE), compile_state)
+    model.save(os.path.join(folder, KERAS_FILE))
     log(f"Writing {SAVED_MODEL_DIR}/")
     saved_model = os.path.join(folder, SAVED_MODEL_DIR)
     _serving.save_serving(model, saved_model, pre)

@@ -107,9 +107,13 @@ def input_signature(preprocessing, batch_size=None):
 
 
 def serving_archive(model, preprocessing):
-    """A `keras.export.ExportArchive` whose ``serve`` endpoint (also ``serving_default``) is the signature."""
+    """A `keras.export.ExportArchive` whose ``serve`` endpoint (also ``serving_default``) is the signature.
+
+    The model is not passed to ``archive.track``: ``add_endpoint`` already keeps every variable the endpoint reads
+    (and only those: not a variational saccader's decoder, which inference never runs), while ``track(model)``
+    saved each variable a second time under the archive's ``variables`` (Keras 3.15 with TF 2.21: the files
+    were twice the weights)."""
     archive = keras.export.ExportArchive()
-    archive.track(model)
     archive.add_endpoint("serve", serving_function(model, preprocessing), input_signature=input_signature(preprocessing))
     return archive
 
