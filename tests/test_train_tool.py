@@ -171,14 +171,18 @@ def test_variational_saccading_and_resnet_through_the_tools(tmp_path):
 
     # The noisy-proxy ablation: the model takes its proxy, and train.py feeds it noisy ones.
     noisy = tool("train.py", f"--output_dir={tmp_path}/noisy", "--preset=variational_cluttered100",
-                 "--proxy_noise=0.5", *small)
+                 "--proxy_noise=0.5", "--window_scale=0.2,0.3", *small)
     assert noisy.returncode == 0, noisy.stderr[-3000:]
-    assert keras.models.load_model(str(tmp_path / "noisy" / "model.keras")).proxy_input
+    noisy_model = keras.models.load_model(str(tmp_path / "noisy" / "model.keras"))
+    assert noisy_model.proxy_input and (noisy_model.min_scale, noisy_model.max_scale) == (0.2, 0.3)
     assert json.load(open(tmp_path / "noisy" / "results.json"))["proxy_noise"] == 0.5
     refused = tool("train.py", f"--output_dir={tmp_path}/refused", "--preset=resnet18_cluttered100",
                    "--proxy_noise=0.5", *small)
     assert refused.returncode != 0 and "--proxy_noise: preset resnet18_cluttered100 is not a variational" \
         in refused.stderr
+    window = tool("train.py", f"--output_dir={tmp_path}/refused", "--preset=variational_cluttered100",
+                  "--window_scale=0.5,0.2", *small)
+    assert window.returncode != 0 and "--window_scale takes 'min,max' fractions" in window.stderr
 
     resnet = tool("train.py", f"--output_dir={tmp_path}/resnet", "--preset=resnet18_cluttered100_identify",
                   "--task=single", *small)

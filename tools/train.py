@@ -65,6 +65,8 @@ flags.DEFINE_float("beta", None, "Variational saccading: weight of the VRNN ELBO
                    "the paper's plain sum; default: the stage's own, 0.001, see VariationalSaccader).")
 flags.DEFINE_float("posterior_variance", None, "Variational saccading: a fixed posterior variance sigma^2 (the paper's "
                    "ablation) instead of the learned one.")
+flags.DEFINE_list("window_scale", None, "Variational saccading: the glimpse window's side range as fractions of the "
+                  "image side, 'min,max' (default: the preset's, 0.1,0.64 at 100x100).")
 flags.DEFINE_float("proxy_noise", None, "Variational saccading: feed the model its proxy (proxy_input=True), the area-"
                    "resized image plus Gaussian noise of this standard deviation in [0, 1] pixel units (the paper's noisy-proxy "
                    "ablation; fixed per image, seeded). Default: the model makes its clean proxy in-graph.")
@@ -150,11 +152,20 @@ def main(argv):
         overrides["activation"] = "softmax"
     builder = preset["builder"]
     variational = isinstance(builder, type) and issubclass(builder, saccade_zoo.models.VariationalSaccader)
-    for flag in ("posterior_variance", "proxy_noise"):
+    for flag in ("posterior_variance", "proxy_noise", "window_scale"):
         if getattr(FLAGS, flag) is not None and not variational:
             raise app.UsageError(f"--{flag}: preset {FLAGS.preset} is not a variational saccading model.")
     if FLAGS.posterior_variance is not None:
         overrides["posterior_variance"] = FLAGS.posterior_variance
+    if FLAGS.window_scale is not None:
+        try:
+            low, high = (float(v) for v in FLAGS.window_scale)
+        except ValueError:
+            low = high = float("nan")
+        if not 0 < low <= high <= 1:
+            raise app.UsageError(f"--window_scale takes 'min,max' fractions with 0 < min <= max <= 1, got "
+                                 f"{','.join(FLAGS.window_scale)}.")
+        overrides["min_scale"], overrides["max_scale"] = low, high
     if FLAGS.proxy_noise is not None:
         if FLAGS.proxy_noise < 0:
             raise app.UsageError(f"--proxy_noise must be >= 0, got {FLAGS.proxy_noise}.")
