@@ -143,6 +143,12 @@ def test_parity_gates_on_hand_made_outputs():
     with pytest.raises(ParityError, match=r"relative_max_abs_logits = 0.00166667 \(required <= 0.001\)"):
         parity_gates.check("float16", compare_outputs(reference, {"logits": ref_logits + 0.1}),
                            parity_gates.gates("float16", False))
+    # float32 and the SavedModel: 1e-4 of the logits' scale (a trained model's logits of +-60 may move by 6e-3).
+    parity_gates.check("float32", compare_outputs(reference, {"logits": ref_logits + 0.005}),
+                       parity_gates.gates("float32", True))
+    with pytest.raises(ParityError, match=r"relative_max_abs_logits = 0.000166667 \(required <= 0.0001\)"):
+        parity_gates.check("savedmodel", compare_outputs(reference, {"logits": ref_logits + 0.01}),
+                           parity_gates.gates("savedmodel", True))
     # With glimpses: the bound holds over the images whose trajectory is Keras's; one moved glimpse is not rounding.
     locations = np.zeros((1000, 6, 2), "int32")
     moved = {"logits": ref_logits + 0.05, "locations": locations.copy()}

@@ -5,7 +5,8 @@ Gates (the export fails with `ParityError` when one is missed):
 =================== ==========================================================================================
 variant             gate
 =================== ==========================================================================================
-savedmodel, float32 max |logits - keras logits| <= 1e-4 and identical glimpse locations on every image
+savedmodel, float32 max |logits - keras logits| <= 1e-4 * max(1, max |keras logits|) (``relative_max_abs_logits``)
+                    and identical glimpse locations on every image
 float16             max |logits - keras logits| <= 1e-3 * max(1, max |keras logits|) (``relative_max_abs_logits``,
                     over the images whose glimpse trajectory equals Keras's), top-1 agreement >= 99 % and
                     identical glimpse trajectories on >= 98 % of images
@@ -13,7 +14,9 @@ dynamic, int8       top-1 accuracy (exact match for multi-label models) on >= 10
                     within 1.0 point of the Keras model's on the same images (``accuracy_drop`` <= 0.01)
 =================== ==========================================================================================
 
-Why these. float16 weights alone move logits of +-55 by about 0.03, so an absolute bound cannot hold for a trained
+Why these. float32 reorders sums (another kernel, XNNPACK): its error is relative to the logits' scale, so logits
+of +-30 (a trained variational saccader) may differ by 1.2e-4 while a 1e-4 bound holds for logits up to 1, which is
+what the bound was written for. float16 weights alone move logits of +-55 by about 0.03, so an absolute bound cannot hold for a trained
 model; a bound relative to the logits' scale can. It is taken over the images whose trajectory is Keras's: where a
 near-tie in the location logits sends one glimpse elsewhere (the up to 2 % the trajectory gate allows), the model
 reads other pixels and its logits differ by whole units, which says nothing about rounding. Quantised models are gated on *accuracy*, not on agreement with
@@ -28,8 +31,8 @@ the manifest says which gate applied.
 import numpy as np
 
 THRESHOLDS = {
-    "savedmodel": {"max_abs_logits": 1e-4, "location_agreement": 1.0},
-    "float32": {"max_abs_logits": 1e-4, "location_agreement": 1.0},
+    "savedmodel": {"relative_max_abs_logits": 1e-4, "location_agreement": 1.0},
+    "float32": {"relative_max_abs_logits": 1e-4, "location_agreement": 1.0},
     "float16": {"relative_max_abs_logits": 1e-3, "top1_agreement": 0.99, "location_agreement": 0.98},
     "dynamic": {"accuracy_drop": 0.01},
     "int8": {"accuracy_drop": 0.01},
