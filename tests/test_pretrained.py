@@ -20,6 +20,8 @@ VARIATIONAL = "variational_fashion100_identify"
 MAX_FILE_BYTES = 10 * 1024 * 1024
 ARTIFACTS = ("model.keras", "saved_model/saved_model.pb", "model_float32.tflite", "model_float16.tflite",
              "model_dynamic.tflite", "model_int8.tflite", "README.md")
+# The variational saccader ships no full int8 file: it misses its gate (its model card says why).
+SHIPPED_ARTIFACTS = {SHIPPED: ARTIFACTS, VARIATIONAL: tuple(a for a in ARTIFACTS if a != "model_int8.tflite")}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def test_shipped_model_is_listed_and_its_files_are_intact_and_small(name):
     manifest = load_manifest(folder)
     for rel, info in manifest["files"].items():
         assert info["bytes"] < MAX_FILE_BYTES, rel
-    for rel in ARTIFACTS:
+    for rel in SHIPPED_ARTIFACTS[name]:
         assert os.path.isfile(os.path.join(folder, rel)), rel
     # Every variant passed its gate, the quantised ones on accuracy over >= 1000 labelled images.
     assert manifest["parity"]["checked"] and manifest["parity"]["labelled"]
@@ -136,7 +138,7 @@ def test_setup_installs_every_shipped_file(folder):
 def test_variational_model_identifies_held_out_images_as_the_manifest_says():
     """The shipped variational saccader (two-item identification): exact-match accuracy on the export's 1000 parity
     images as the manifest says, far above chance; loaded without compile state (no Adam moments: the files stay
-    under 10 MB), it fine-tunes once compiled; its float16 and full int8 files pass today."""
+    under 10 MB), it fine-tunes once compiled; its float16 and dynamic int8 files pass today."""
     from saccade_zoo.export import TFLiteRunner, compare_outputs, keras_reference
     from saccade_zoo.export import parity as gates
 
@@ -150,10 +152,11 @@ def test_variational_model_identifies_held_out_images_as_the_manifest_says():
     logits = np.asarray(model.predict(saccade_zoo.preprocess(images, model), batch_size=100, verbose=0)["logits"])
     exact = float(model.contract.correct(logits, labels).mean())
     assert exact == pytest.approx(manifest["parity"]["results"]["savedmodel"]["keras_accuracy"], abs=0.005)
-    assert exact > 0.2  # chance (guessing the pair among 45): 2.2 %
+    assert exact > 0.3  # chance (guessing the pair among 45): 2.2 %
+    assert not os.path.exists(os.path.join(folder, "model_int8.tflite"))
 
     reference = keras_reference(model, images[:300], model.preprocessing)
-    for variant in ("float16", "int8"):
+    for variant in ("float16", "dynamic"):
         runner = TFLiteRunner(os.path.join(folder, f"model_{variant}.tflite"))
         metrics = compare_outputs(reference, runner.predict(images[:300]), labels[:300], model.contract)
         if variant == "float16":
