@@ -46,7 +46,7 @@ SETUP = dict(
     ],
     extras_require={
         "litert": ["ai-edge-litert>=2.3,<2.4"],
-        "test": ["pytest>=8", "dill", "importlib_resources", "ai-edge-litert>=2.3,<2.4"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5,<4", "dill", "importlib_resources", "ai-edge-litert>=2.3,<2.4"],
     },
 )
 
