@@ -158,7 +158,7 @@ def test_variational_saccading_and_resnet_through_the_tools(tmp_path):
     path = str(tmp_path / "vs" / "model.keras")
     model = keras.models.load_model(path)
     assert model.contract.multi_label and model.contract.location_kind == "continuous"
-    assert model.training_options["weight_decay"] == 0.0 and model.training_options["beta"] == 1.0
+    assert model.training_options["weight_decay"] == 0.0 and model.training_options["beta"] == 0.001
     results = json.load(open(tmp_path / "vs" / "results.json"))
     assert results["task"] == "identify" and set(results["policies"]) == {"learned"}
 
