@@ -123,12 +123,14 @@ def test_corrupt_file_and_unknown_name_are_clear_errors(folder, tmp_path, monkey
         saccade_zoo.load_pretrained("saccader_fashion")
 
 
-def test_setup_installs_every_shipped_file(folder):
+def test_setup_installs_every_shipped_file():
     data_files = runpy.run_path(os.path.join(ROOT, "setup.py"), run_name="setup_test")["export_data_files"]()
     installed = {os.path.join(target, os.path.basename(f)) for target, files in data_files for f in files}
-    shipped = {os.path.join("share", "saccade_zoo", "exports", SHIPPED, rel)
-               for rel in list(load_manifest(folder)["files"]) + ["manifest.json"]}
-    assert shipped <= installed
+    for name in (SHIPPED, VARIATIONAL):
+        folder = saccade_zoo.pretrained_dir(name)
+        shipped = {os.path.join("share", "saccade_zoo", "exports", name, rel)
+                   for rel in list(load_manifest(folder)["files"]) + ["manifest.json", "README.md"]}
+        assert shipped <= installed, sorted(shipped - installed)
     # A user's own exports (no model card) are not installed.
     assert not any(path.split(os.sep)[3] == "quickstart" for path in installed)
     assert json.dumps(sorted(installed))  # plain strings
