@@ -72,8 +72,9 @@ flags.DEFINE_string("output_dir", None, "Where results.json, results.csv, occlus
                     "beside --model).")
 flags.DEFINE_integer("batch_size", 64, "Inference batch size.")
 flags.DEFINE_float("proxy_noise", 0.0, "A variational saccader that takes its proxy (proxy_input=True, trained with "
-                   "tools/train.py --proxy_noise) gets the area-resized test image plus Gaussian noise of this standard "
-                   "deviation in the model's input units ([0, 1] pixels for the cluttered presets; seeded by --seed). Other models make their own proxy: must be 0.")
+                   "tools/train.py --proxy_noise) gets the area-resized test image plus Gaussian noise of this "
+                   "standard deviation in the model's input units ([0, 1] pixels for the cluttered presets; seeded by "
+                   "--seed). Other models make their own proxy: must be 0.")
 flags.DEFINE_integer("glimpse_pictures", 8, "Test images in glimpses_right.png and in glimpses_wrong.png (glimpse "
                      "models; 0: no pictures).", lower_bound=0)
 

@@ -68,8 +68,8 @@ flags.DEFINE_float("posterior_variance", None, "Variational saccading: a fixed p
 flags.DEFINE_list("window_scale", None, "Variational saccading: the glimpse window's side range as fractions of the "
                   "image side, 'min,max' (default: the preset's, 0.1,0.64 at 100x100).")
 flags.DEFINE_float("proxy_noise", None, "Variational saccading: feed the model its proxy (proxy_input=True), the area-"
-                   "resized image plus Gaussian noise of this standard deviation in [0, 1] pixel units (the paper's noisy-proxy "
-                   "ablation; fixed per image, seeded). Default: the model makes its clean proxy in-graph.")
+                   "resized image plus Gaussian noise of this standard deviation in [0, 1] pixel units (the paper's "
+                   "noisy-proxy ablation; fixed per image, seeded). Default: the model makes its clean proxy in-graph.")
 flags.DEFINE_integer("trajectories", 2, "Sampled trajectories per image in the policy step (the paper: 2).")
 flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the data and the sampling.")
 flags.DEFINE_string("output_dir", "runs/quickstart", "Where checkpoints, logs, the model and pictures go.")

@@ -323,10 +323,11 @@ def right_and_wrong(model, images, labels, count=8, batch_size=64):
         raise ValueError(f"right_and_wrong needs a glimpse model (boxes); {type(model).__name__} has none.")
     labels = np.asarray(labels)
     found = {"right": [], "wrong": []}  # [(index, boxes, prediction)]
-    for start in range(0, num_examples(images), int(batch_size)):
+    total = num_examples(images)
+    for start in range(0, total, int(batch_size)):
         if all(len(v) >= count for v in found.values()):
             break
-        stop = min(start + int(batch_size), num_examples(images))
+        stop = min(start + int(batch_size), total)
         out = model.predict(take_examples(images, slice(start, stop)), batch_size=int(batch_size), verbose=0)
         logits, boxes = np.asarray(out["logits"]), np.asarray(out["boxes"])
         predictions = contract.predictions(logits)

@@ -124,8 +124,8 @@ def export_model(model, out_dir, representative_images, class_names=None, prepro
 
     Writes ``model.keras`` (``model.save``: compile state kept, optimizer moments included; with
     ``compile_state=False`` the weights and the architecture only, also in the SavedModel, e.g. to ship a model
-    whose Adam moments would triple the files: compile it before ``fit``), ``saved_model/`` (``serving_default``: float32
-    [0, 1] pixels in, named outputs out) and ``model_<variant>.tflite`` for each of ``variants``. Parity against
+    whose Adam moments would triple the files: compile it before ``fit``), ``saved_model/`` (``serving_default``:
+    float32 [0, 1] pixels in, named outputs out) and ``model_<variant>.tflite`` for each of ``variants``. Parity against
     Keras is measured on ``parity_images`` (default: ``representative_images``, raw [0, 1] pixels or uint8; pass
     held-out images so the int8 numbers are not measured on the calibration set) and the export raises
     `ParityError` (leaving nothing at ``out_dir``) when a variant misses its gate (`saccade_zoo.export.parity`).
@@ -169,7 +169,7 @@ def export_model(model, out_dir, representative_images, class_names=None, prepro
     try:
         manifest = _export_into(model, staging, names, pre, image_shape, representative, test_images, class_names,
                                 variants, thresholds, images_description, check_parity, calibration_steps, log,
-                                calibration_description, parity_labels, compile_state)
+                                calibration_description, parity_labels)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -191,7 +191,8 @@ def uncompiled_copy(model):
 
 def _export_into(model, folder, names, pre, image_shape, representative, test_images, class_names, variants,
                  thresholds, images_description, check_parity, calibration_steps, log, calibration_description=None,
-                 labels=None, compile_state=True):
+                 labels=None):
+    compile_state = getattr(model, "optimizer", None) is not None
     log(f"Saving {KERAS_FILE}" + ("" if compile_state else " (weights and architecture, no compile state)"))
     model.save(os.path.join(folder, KERAS_FILE))
     log(f"Writing {SAVED_MODEL_DIR}/")
@@ -278,7 +279,7 @@ def _export_into(model, folder, names, pre, image_shape, representative, test_im
         "signature": _serving.SIGNATURE_KEY,
         "artifacts": {
             "keras": KERAS_FILE,
-            "keras_compile_state": bool(compile_state),
+            "keras_compile_state": compile_state,
             "saved_model": SAVED_MODEL_DIR,
             "tflite": {v: {**info, "description": _TFLITE_DOCS[v]} for v, info in tflite_info.items()},
             "tflite_batch": "dynamic batch axis (shape_signature -1); the interpreter starts at batch 1",

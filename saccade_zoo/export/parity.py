@@ -16,8 +16,8 @@ dynamic, int8       top-1 accuracy (exact match for multi-label models) on >= 10
 
 Why these. float32 reorders sums (another kernel, XNNPACK): its error is relative to the logits' scale, so logits
 of +-30 (a trained variational saccader) may differ by 1.2e-4 while a 1e-4 bound holds for logits up to 1, which is
-what the bound was written for. float16 weights alone move logits of +-55 by about 0.03, so an absolute bound cannot hold for a trained
-model; a bound relative to the logits' scale can. It is taken over the images whose trajectory is Keras's: where a
+what the bound was written for. float16 weights alone move logits of +-55 by about 0.03, so an absolute bound
+cannot hold for a trained model; a bound relative to the logits' scale can. It is taken over the images whose trajectory is Keras's: where a
 near-tie in the location logits sends one glimpse elsewhere (the up to 2 % the trajectory gate allows), the model
 reads other pixels and its logits differ by whole units, which says nothing about rounding. Quantised models are gated on *accuracy*, not on agreement with
 Keras: on images where the Keras model's top two logits are nearly tied (its uncertain, often wrong, predictions)

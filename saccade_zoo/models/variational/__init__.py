@@ -10,4 +10,5 @@ from saccade_zoo.models.variational.model import GlimpseWindow, VariationalSacca
 from saccade_zoo.models.variational.proxy import make_proxies, proxy_inputs
 from saccade_zoo.models.variational.vrnn import ProxyEncoder, VRNNCell
 
-__all__ = ["CropClassifier", "GlimpseWindow", "ProxyEncoder", "VRNNCell", "VariationalSaccader", "make_proxies", "proxy_inputs"]
+__all__ = ["CropClassifier", "GlimpseWindow", "ProxyEncoder", "VRNNCell", "VariationalSaccader", "make_proxies",
+           "proxy_inputs"]
