@@ -9,15 +9,20 @@ and never re-derive what a model returns. A contract says:
   input pixels and ``scales`` the glimpse (height, width) in input pixels);
 * the *output activation*: ``"softmax"`` (one class per image, integer labels) or ``"sigmoid"`` (multi-label,
   multi-hot labels, e.g. two-item identification), which decides probabilities, predictions, losses and what
-  "correct" means (the exact match of every label for multi-label models).
+  "correct" means (the exact match of every label for multi-label models);
+* the *aggregation* of the glimpses: ``"mean"`` (Saccader, variational saccading: each glimpse is scored on its
+  own, ``step_logits[:, t]`` are glimpse t's scores and the prediction after t glimpses is the mean of the first
+  t, ``logits`` the mean of all) or ``"last"`` (recurrent models, RAM and DRAM: ``step_logits[:, t]`` are read
+  from the recurrent state after glimpse t, which already summarises glimpses 1..t, so they *are* the prediction
+  after t glimpses and ``logits`` is the last of them). `OutputContract.cumulative_logits` applies it.
 
 Every glimpse model returns at least:
 
 =============== ================ ======= ===========================================================================
 key             shape            dtype   meaning
 =============== ================ ======= ===========================================================================
-``logits``      (B, C)           float32 class scores (the mean of the glimpses' logits)
-``step_logits`` (B, T, C)        float32 the class scores of each glimpse (accuracy vs number of glimpses)
+``logits``      (B, C)           float32 class scores (the mean of the glimpses' logits, or the last step's)
+``step_logits`` (B, T, C)        float32 the class scores of each glimpse / step (accuracy vs number of glimpses)
 ``locations``   (B, T, 2)        int32 / glimpse cells (row, col) ("grid") or centres (y, x) in input pixels
                                  float32 ("continuous")
 ``boxes``       (B, T, 4)        float32 glimpse pixel boxes (y0, x0, y1, x1), half-open, in input pixels
@@ -36,9 +41,12 @@ GRID, CONTINUOUS = "grid", "continuous"
 LOCATION_KINDS = (GRID, CONTINUOUS)
 SOFTMAX, SIGMOID = "softmax", "sigmoid"
 ACTIVATIONS = (SOFTMAX, SIGMOID)
+MEAN, LAST = "mean", "last"
+AGGREGATIONS = (MEAN, LAST)
 
 OUTPUT_DOCS = {
-    "logits": "class scores (mean of the glimpses' logits for glimpse models)",
+    "logits": "class scores (glimpse models: the mean of the glimpses' logits, or the last step's for a recurrent "
+              "model; see the contract's aggregation)",
     "probabilities": "softmax (one class) or sigmoid (multi-label) of logits, as the model's contract says",
     "step_logits": "logits of each glimpse",
     "locations": {GRID: "glimpse cells (row, col) on the feature grid, int32",
@@ -57,12 +65,15 @@ class OutputContract:
     location_kind: str = GRID
     activation: str = SOFTMAX
     extra_outputs: tuple = ()  # ((name, shape without batch, dtype), ...)
+    aggregation: str = MEAN  # how step_logits make the prediction after t glimpses: "mean" or "last"
 
     def __post_init__(self):
         if self.location_kind not in LOCATION_KINDS:
             raise ValueError(f"location_kind must be one of {LOCATION_KINDS}, got {self.location_kind!r}.")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}.")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}.")
         if int(self.num_classes) < 1 or (self.num_glimpses is not None and int(self.num_glimpses) < 1):
             raise ValueError(f"num_classes and num_glimpses must be >= 1, got {self.num_classes}, "
                              f"{self.num_glimpses}.")
@@ -108,6 +119,18 @@ class OutputContract:
             if dtype is not None and got_dtype != dtype:
                 raise ValueError(f"{where}: {key} is {got_dtype}, the contract says {dtype}.")
         return outputs
+
+    # ------------------------------------------------------------------------------ what the aggregation decides
+    def cumulative_logits(self, step_logits):
+        """(N, T, C) step logits -> (N, T, C) float64 class scores after 1..T glimpses: the running mean of the
+        first t glimpses' logits ("mean") or the step logits themselves ("last", a recurrent model). Index T - 1
+        is the model's ``logits``."""
+        step_logits = np.asarray(step_logits, np.float64)
+        if step_logits.ndim != 3:
+            raise ValueError(f"step_logits must be (N, T, C), got shape {step_logits.shape}.")
+        if self.aggregation == LAST:
+            return step_logits
+        return np.cumsum(step_logits, axis=1) / np.arange(1, step_logits.shape[1] + 1)[:, None]
 
     # ------------------------------------------------------------------------------- what the activation decides
     def probabilities(self, logits):

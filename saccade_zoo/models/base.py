@@ -199,12 +199,14 @@ class GlimpseModel(ZooModel):
     ``boxes``, ...).
 
     A family defines ``location_kind`` ("grid" or "continuous"), ``_constructor_config()`` with a
-    ``num_glimpses`` entry, and, if its outputs are multi-label, ``activation = "sigmoid"``. ``with_glimpses(n)``
+    ``num_glimpses`` entry, ``aggregation`` ("mean": logits are the glimpses' mean; "last": a recurrent model's
+    last step) and, if its outputs are multi-label, ``activation = "sigmoid"``. ``with_glimpses(n)``
     copies the model (same weights) with another number of glimpses; a family whose glimpse count is bounded
     overrides ``_check_num_glimpses``.
     """
 
     location_kind = "grid"
+    aggregation = "mean"  # "last" for a recurrent model (RAM, DRAM): see saccade_zoo.contract
     extra_outputs = ()
 
     @property
@@ -214,7 +216,7 @@ class GlimpseModel(ZooModel):
     def output_contract(self):
         return OutputContract(num_classes=self.num_classes, num_glimpses=self.num_glimpses,
                               location_kind=self.location_kind, activation=self.activation,
-                              extra_outputs=tuple(self.extra_outputs))
+                              extra_outputs=tuple(self.extra_outputs), aggregation=self.aggregation)
 
     def _check_num_glimpses(self, num_glimpses):
         if int(num_glimpses) < 1:
