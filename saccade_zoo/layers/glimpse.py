@@ -238,12 +238,16 @@ def crop_and_resize(images, boxes, size):
     return ops.squeeze(out, 1) if single else out
 
 
-def _retina_sides(num_scales, scale_factor, base_size, size):
+def _retina_sides(num_scales, scale_factor, base_size, size, sides=None):
+    if sides is not None:
+        if len(sides) != num_scales:
+            raise ValueError(f"sides must give one side per scale ({num_scales}), got {sides!r}.")
+        return [_as_pair(side, "sides") for side in sides]
     base_h, base_w = _as_pair(size if base_size is None else base_size, "base_size")
     return [(base_h * float(scale_factor) ** k, base_w * float(scale_factor) ** k) for k in range(num_scales)]
 
 
-def retina(images, centers, size, num_scales, scale_factor=2.0, base_size=None, concat_channels=False):
+def retina(images, centers, size, num_scales, scale_factor=2.0, base_size=None, concat_channels=False, sides=None):
     """RAM's retina (Mnih et al. 2014): ``num_scales`` patches centred on the same point, patch k of side
     ``base_size * scale_factor**k`` image pixels, each resampled to ``size`` with :func:`crop_and_resize`.
 
@@ -258,6 +262,8 @@ def retina(images, centers, size, num_scales, scale_factor=2.0, base_size=None, 
         is read at the image's resolution, as in RAM).
       concat_channels: False -> patches stacked on a scale axis; True -> concatenated on channels, scale-major
         (channels [k*C, (k+1)*C) hold scale k).
+      sides: explicit patch sides in image pixels, one per scale (numbers or (h, w)), instead of
+        ``base_size * scale_factor**k`` (e.g. the Saccader authors' DRAM: fields of view 77, 150, 224).
     Returns:
       (B, T, k, h, w, C), or (B, T, h, w, k*C) with ``concat_channels``; without the T axis for (B, 2) centres.
 
@@ -276,7 +282,8 @@ def retina(images, centers, size, num_scales, scale_factor=2.0, base_size=None, 
         centers = _expand(centers, 1)
     coord_dtype = "float64" if _float_dtype(ops.convert_to_tensor(images)) == "float64" else "float32"
     centers = ops.cast(centers, coord_dtype)
-    sides = ops.convert_to_tensor(_retina_sides(num_scales, scale_factor, base_size, (h, w)), dtype=coord_dtype)
+    sides = ops.convert_to_tensor(_retina_sides(num_scales, scale_factor, base_size, (h, w), sides),
+                                  dtype=coord_dtype)
     boxes = glimpse_boxes(_expand(centers, 2), sides)  # (B, T, k, 4)
     steps = centers.shape[1] if centers.shape[1] is not None else ops.shape(centers)[1]
     patches = crop_and_resize(images, ops.reshape(boxes, (ops.shape(boxes)[0], -1, 4)), (h, w))
@@ -344,10 +351,12 @@ class Retina(_CoordinateLayer):
       scale_factor: side ratio of consecutive patches (RAM: 2).
       base_size: side of the finest patch in image pixels (number or (h, w)); None = ``size``.
       concat_channels: False -> (B, [T,] k, h, w, C); True -> (B, [T,] h, w, k*C), scale-major channels.
+      sides: explicit side of each patch in image pixels (one per scale), overriding scale_factor / base_size.
     Call args: images (B, H, W, C); centers (B, T, 2) or (B, 2) pixel centres (y, x).
     """
 
-    def __init__(self, size, num_scales, scale_factor=2.0, base_size=None, concat_channels=False, **kwargs):
+    def __init__(self, size, num_scales, scale_factor=2.0, base_size=None, concat_channels=False, sides=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.size = _as_hw(size)
         self.num_scales = int(num_scales)
@@ -361,15 +370,19 @@ class Retina(_CoordinateLayer):
             base_size = pair[0] if pair[0] == pair[1] else list(pair)
         self.base_size = base_size
         self.concat_channels = bool(concat_channels)
+        if sides is not None:
+            sides = [list(pair) if pair[0] != pair[1] else pair[0]
+                     for pair in _retina_sides(self.num_scales, 1.0, None, self.size, list(sides))]
+        self.sides = sides
 
     @property
     def patch_sides(self):
         """[(h, w)] side of each patch in image pixels, finest first."""
-        return _retina_sides(self.num_scales, self.scale_factor, self.base_size, self.size)
+        return _retina_sides(self.num_scales, self.scale_factor, self.base_size, self.size, self.sides)
 
     def call(self, images, centers):
         return retina(self._images(images), centers, self.size, self.num_scales, self.scale_factor,
-                      self.base_size, self.concat_channels)
+                      self.base_size, self.concat_channels, self.sides)
 
     def compute_output_shape(self, images_shape, centers_shape):
         lead = tuple(centers_shape[:-1])

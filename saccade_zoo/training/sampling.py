@@ -35,3 +35,9 @@ def keyed_normal(keys, step, trajectory, shape, seed=0):
     """Standard-normal noise of ``shape`` for each key (the reparameterisation noise of a Gaussian latent), by the
     inverse CDF of the same keyed uniform draws: (B, *shape), a pure function of (key, step, trajectory, seed)."""
     return _keyed(keys, step, trajectory, shape, seed, lambda u: tf.math.ndtri(u))
+
+
+def keyed_uniform(keys, step, trajectory, shape, low=-1.0, high=1.0, seed=0):
+    """Uniform noise on [low, high) of ``shape`` for each key (e.g. RAM's random-glimpse baseline locations):
+    (B, *shape), a pure function of (key, step, trajectory, seed)."""
+    return _keyed(keys, step, trajectory, shape, seed, lambda u: low + (high - low) * u)
