@@ -36,7 +36,9 @@ def test_every_preset_builds_runs_keeps_its_contract_and_round_trips(name, tmp_p
         assert contract.has_glimpses and contract.num_glimpses == model.num_glimpses
         boxes = outputs["boxes"]
         assert (boxes[..., 2] > boxes[..., 0]).all() and (boxes[..., 3] > boxes[..., 1]).all()
-        np.testing.assert_allclose(outputs["logits"], outputs["step_logits"].mean(axis=1), rtol=1e-5, atol=1e-5)
+        # logits: the glimpses' mean, or the last step's for a recurrent model (the contract's aggregation)
+        np.testing.assert_allclose(outputs["logits"], contract.cumulative_logits(outputs["step_logits"])[:, -1],
+                                   rtol=1e-5, atol=1e-5)
 
     path = str(tmp_path / f"{name}.keras")
     model.save(path)
@@ -63,6 +65,8 @@ def test_every_preset_declares_its_training_stages(name):
         assert model.stage_names == ("classifier",)  # a plain full-image classifier: one cross-entropy stage
     elif isinstance(model, saccade_zoo.models.VariationalSaccader):
         assert model.stage_names == ("variational",)  # Eq. 5 end to end: one stage
+    elif isinstance(model, (saccade_zoo.models.RAM, saccade_zoo.models.DRAM)):
+        assert model.stage_names == ("reinforce",)  # RAM's hybrid loss end to end: one stage
     else:
         assert stages and stages[0].name == "representation"
 

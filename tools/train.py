@@ -70,6 +70,10 @@ flags.DEFINE_list("window_scale", None, "Variational saccading: the glimpse wind
 flags.DEFINE_float("proxy_noise", None, "Variational saccading: feed the model its proxy (proxy_input=True), the area-"
                    "resized image plus Gaussian noise of this standard deviation in [0, 1] pixel units (the paper's "
                    "noisy-proxy ablation; fixed per image, seeded). Default: the model makes its clean proxy in-graph.")
+flags.DEFINE_float("reinforce_weight", None, "Weight of the REINFORCE term (default: the stage's own: 1 for the "
+                   "Saccader's policy step and RAM/DRAM, as in the papers' losses).")
+flags.DEFINE_enum("step_loss", None, ["last", "all"], "RAM/DRAM: cross entropy of the last step's logits (the "
+                  "papers', default) or the mean over all steps (also trains the earlier steps' predictions).")
 flags.DEFINE_integer("trajectories", 2, "Sampled trajectories per image in the policy step (the paper: 2).")
 flags.DEFINE_integer("seed", 0, "Seed of the initial weights, the data and the sampling.")
 flags.DEFINE_string("output_dir", "runs/quickstart", "Where checkpoints, logs, the model and pictures go.")
@@ -192,6 +196,9 @@ def main(argv):
                    num_trajectories=FLAGS.trajectories, sampling_seed=FLAGS.seed)
     if FLAGS.beta is not None:
         options["beta"] = FLAGS.beta
+    for flag in ("reinforce_weight", "step_loss"):
+        if getattr(FLAGS, flag) is not None:
+            options[flag] = getattr(FLAGS, flag)
     if FLAGS.glimpses is not None:
         options["num_glimpses"] = FLAGS.glimpses
     if FLAGS.weight_decay is not None:
