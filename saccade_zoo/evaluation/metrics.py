@@ -2,9 +2,10 @@
 (Saccader paper Figs. 3-5), and the test images a model gets right and wrong (for glimpse pictures).
 
 A policy's trajectory for T glimpses is the prefix of its trajectory for more glimpses (the learned and
-engineered policies are all greedy/ranked), so one pass with the largest T gives every T at once: the
-prediction after t glimpses is the mean of the first t glimpse logits, and the boxes of the first t glimpses are
-the boxes of a t-glimpse run (occlusion reuses them).
+engineered policies are all greedy/ranked, the recurrent ones causal), so one pass with the largest T gives every
+T at once: the prediction after t glimpses is the mean of the first t glimpse logits (step t's own logits for a
+recurrent model: the contract's aggregation), and the boxes of the first t glimpses are the boxes of a t-glimpse
+run (occlusion reuses them).
 
 Occlusion happens in pixel space (paper section 4.2, "occluded pixels set to 0"): an occluded pixel is black,
 0 on [0, 1] pixels. A model sees standardised pixels, ``(pixel - mean) / std`` with its preset's mean/std
