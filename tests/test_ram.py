@@ -2,6 +2,7 @@
 Gaussian policy's REINFORCE against closed forms, gradients that reach what they must and nothing else, the
 random-glimpse baseline, losses that fall on real data, save/load, export, bad input."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -287,3 +288,25 @@ def test_export_savedmodel_and_every_tflite_variant_with_parity(build, tmp_path)
     assert manifest["model"]["contract"]["aggregation"] == "last"
     for variant in ("savedmodel", "tflite_float32"):
         assert parity[variant]["max_abs_logits"] <= 1e-4 and parity[variant]["location_agreement"] == 1.0
+
+
+def test_a_checkpoint_of_another_architecture_is_not_resumed(tmp_path, capsys):
+    """train_stage resumes a stage only into the architecture that wrote it: the same output folder with another
+    glimpse count (or preset) restarts the stage instead of loading the old model's checkpoint."""
+    from saccade_zoo.training.runner import train_stage
+
+    x, y = images(16), np.arange(16) % 5
+    keras.utils.set_random_seed(0)
+    stage_dir = tmp_path / "reinforce"
+    first = train_stage(tiny_ram(), "reinforce", (x, y), str(tmp_path), 1, 8, "adam", 1e-3, checkpoint_every=1,
+                        verbose=0)
+    os.replace(stage_dir / "final.keras", stage_dir / "checkpoint.keras.bak")  # as if killed after its checkpoint
+    os.replace(stage_dir / "checkpoint.keras.bak", stage_dir / "checkpoint.keras")
+    assert first.num_glimpses == 3
+    again = train_stage(tiny_ram(), "reinforce", (x, y), str(tmp_path), 1, 8, "adam", 1e-3, checkpoint_every=1,
+                        verbose=0)
+    assert "resuming" in capsys.readouterr().out and again.num_glimpses == 3
+    os.remove(stage_dir / "final.keras")
+    other = train_stage(tiny_ram(num_glimpses=5), "reinforce", (x, y), str(tmp_path), 1, 8, "adam", 1e-3,
+                        checkpoint_every=1, verbose=0)
+    assert "settings changed" in capsys.readouterr().out and other.num_glimpses == 5

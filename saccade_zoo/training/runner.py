@@ -7,6 +7,7 @@ setup, including the step counter). Batch ``g`` of a stage is a pure function of
 killed anywhere resumes from its last checkpoint exactly where it stopped: the same batches, the same
 sampled trajectories (keyed on the step), the same learning rates.
 """
+import hashlib
 import json
 import os
 
@@ -112,8 +113,8 @@ def train_stage(model, stage, train, out_dir, epochs, batch_size, optimizer="sgd
         compile_options: extra ``compile`` arguments (weight_decay, num_trajectories, ...).
         clipnorm: optional global gradient-norm clipping.
 
-    A checkpoint is resumed only when the stage's settings (optimizer, rate, epochs, batch, ...) are those it was
-    written with; otherwise the stage restarts from ``model`` (so a rerun with a lower learning rate after a
+    A checkpoint is resumed only when the stage's settings (optimizer, rate, epochs, batch, ..., and the model's
+    architecture: `model_fingerprint`) are those it was written with; otherwise the stage restarts from ``model`` (so a rerun with a lower learning rate after a
     divergence takes effect). Raises `saccade_zoo.training.guard.TrainingDiverged` when the loss or the weights
     become non-finite or explode; the last good checkpoint stays, and no final model is written.
     """
@@ -133,7 +134,7 @@ def train_stage(model, stage, train, out_dir, epochs, batch_size, optimizer="sgd
     settings = json.loads(json.dumps(dict(
         optimizer=optimizer, learning_rate=learning_rate, epochs=epochs, batch_size=batch_size,
         warmup_epochs=warmup_epochs, seed=seed, examples=num_examples(images), clipnorm=clipnorm,
-        compile_options=compile_options or {})))
+        compile_options=compile_options or {}, model=model_fingerprint(model))))
     if os.path.exists(checkpoint_path):
         previous = _read_json(settings_path)
         if previous != settings:
@@ -176,6 +177,13 @@ def train_stage(model, stage, train, out_dir, epochs, batch_size, optimizer="sgd
         start = int(model.optimizer.iterations)
     save_atomically(model, final_path)
     return model
+
+
+def model_fingerprint(model):
+    """The model's class and a hash of its architecture (its config): a checkpoint of another architecture (another
+    preset, glimpse count or width in the same output folder) is not resumed into this run."""
+    config = json.dumps(model.get_config(), sort_keys=True, default=str)
+    return f"{type(model).__name__}:{hashlib.sha256(config.encode()).hexdigest()[:16]}"
 
 
 def _read_json(path):
