@@ -83,6 +83,12 @@ class OutputContract:
         return self.num_glimpses is not None
 
     @property
+    def closed_loop(self):
+        """A recurrent glimpse model (aggregation "last": RAM, DRAM): where glimpse t + 1 goes depends on what glimpse
+        t saw, so a rounding difference anywhere can move every later glimpse (see `saccade_zoo.export.parity`)."""
+        return self.has_glimpses and self.aggregation == LAST
+
+    @property
     def multi_label(self):
         return self.activation == SIGMOID
 

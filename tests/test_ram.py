@@ -286,8 +286,32 @@ def test_export_savedmodel_and_every_tflite_variant_with_parity(build, tmp_path)
                             thresholds=relaxed)
     parity = manifest["parity"]["results"]
     assert manifest["model"]["contract"]["aggregation"] == "last"
+    # A closed-loop model is gated against its own noise floor (Keras vs Keras on images + 1e-6 noise), recorded.
+    floor = manifest["parity"]["keras_noise_floor"]
+    assert manifest["parity"]["closed_loop"] and floor["input_noise_std"] == 1e-6
     for variant in ("savedmodel", "tflite_float32"):
-        assert parity[variant]["max_abs_logits"] <= 1e-4 and parity[variant]["location_agreement"] == 1.0
+        assert parity[variant]["thresholds"]["location_agreement"] == pytest.approx(
+            max(0.0, floor["location_agreement"] - 0.02))
+        assert parity[variant]["location_agreement"] >= parity[variant]["thresholds"]["location_agreement"]
+    assert set(parity["tflite_float16"]["thresholds"]) == {"top1_agreement"}  # unlabelled: agreement fallback
+
+
+def test_closed_loop_gates_follow_the_noise_floor():
+    from saccade_zoo.export import parity as gates
+
+    floor = {"location_agreement": 0.87, "relative_max_abs_logits": 2.5e-3}
+    float32 = gates.closed_loop_gates("float32", True, floor)
+    assert float32 == {"location_agreement": pytest.approx(0.85), "relative_max_abs_logits": 5e-3,
+                       "accuracy_drop": 0.01}
+    calm = gates.closed_loop_gates("savedmodel", False, {"location_agreement": 1.0, "relative_max_abs_logits": 0.0})
+    assert calm == {"location_agreement": pytest.approx(0.98), "relative_max_abs_logits": 1e-4}
+    assert gates.closed_loop_gates("float16", True, floor) == {"accuracy_drop": 0.01}
+    assert gates.closed_loop_gates("int8", False, floor) == {"top1_agreement": 0.95}
+    with pytest.raises(gates.ParityError, match="location_agreement"):
+        gates.check("float32", {"location_agreement": 0.80, "relative_max_abs_logits": 1e-3, "accuracy_drop": 0.0},
+                    float32)
+    assert saccade_zoo.build("ram_cluttered60").contract.closed_loop
+    assert not saccade_zoo.build("variational_cluttered100").contract.closed_loop
 
 
 def test_a_checkpoint_of_another_architecture_is_not_resumed(tmp_path, capsys):

@@ -204,10 +204,21 @@ def _export_into(model, folder, names, pre, image_shape, representative, test_im
     failures = []
 
     contract = model.contract
+    noise_floor = None
+    if contract.closed_loop:  # the model's own sensitivity: Keras vs Keras on the images plus 1e-6 of noise
+        noise = np.random.default_rng(0).normal(0.0, _parity.NOISE_FLOOR_STD, test_images.shape)
+        perturbed = keras_reference(model, (test_images.astype("float64") + noise).astype("float32"), pre)
+        noise_floor = _parity.compare_outputs(reference, perturbed, labels, contract)
+        noise_floor["input_noise_std"] = _parity.NOISE_FLOOR_STD
+        log("Keras noise floor (closed-loop model): " + ", ".join(
+            f"{k}={v:.6g}" for k, v in noise_floor.items() if isinstance(v, float)))
 
     def record(variant, outputs, threshold_key):
         metrics = _parity.compare_outputs(reference, outputs, labels, contract)
-        limits = _parity.gates(threshold_key, labels is not None, thresholds)
+        if noise_floor is not None:
+            limits = _parity.closed_loop_gates(threshold_key, labels is not None, noise_floor, thresholds)
+        else:
+            limits = _parity.gates(threshold_key, labels is not None, thresholds)
         try:
             _parity.check(threshold_key, metrics, limits)
             metrics["passed"] = True
@@ -296,6 +307,7 @@ def _export_into(model, folder, names, pre, image_shape, representative, test_im
                                "top-1 agreement with Keras (no labelled images match this model's classes)"),
             "results": results,
             "checked": bool(check_parity),
+            **({"closed_loop": True, "keras_noise_floor": noise_floor} if noise_floor is not None else {}),
         },
         "versions": _versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

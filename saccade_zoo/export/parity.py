@@ -24,6 +24,15 @@ Keras: on images where the Keras model's top two logits are nearly tied (its unc
 8-bit rounding flips the argmax either way, so agreement measures how many near-ties a data set holds, not whether
 the export is worse. Top-1 and trajectory agreement are still measured and recorded for every variant.
 
+**Closed-loop models** (RAM, DRAM: the contract's ``closed_loop``, where the next glimpse depends on what the last
+one saw) amplify rounding: on the shipped RAM, 1e-6 of Gaussian noise on the input pixels moves the 8th glimpse of
+13% of images by more than 0.05 px in Keras itself (up to 20 px), so "identical glimpses on every image" cannot hold
+for any other kernel. The export measures that *noise floor* (Keras against Keras on the same images plus
+``NOISE_FLOOR_STD`` of pixel noise, recorded in the manifest) and gates such a model against it
+(`closed_loop_gates`): SavedModel and float32 must keep at least the floor's share of identical trajectories (minus
+``CLOSED_LOOP_MARGIN``) with logits no further off than twice the floor's, and every variant keeps the accuracy gate
+(float16 included: its rounding is far above the floor, so it is gated like the quantised variants).
+
 A model whose classes the exporter has no labelled images for (e.g. a 1001-class ImageNet preset, offline) cannot be
 gated on accuracy: its dynamic and int8 variants fall back to top-1 agreement >= 95 % (`AGREEMENT_FALLBACK`), and
 the manifest says which gate applied.
@@ -43,6 +52,9 @@ AGREEMENT_FALLBACK = {variant: {"top1_agreement": 0.95} for variant in QUANTISED
 # Continuous glimpse centres (spatial transformers, RAM, DRAM) count as the same location within this many pixels:
 # a twentieth of a pixel moves a bilinear glimpse by at most 5% of one pixel step.
 CONTINUOUS_LOCATION_TOLERANCE = 0.05
+# Closed-loop models: the input noise of the Keras noise floor (pixels on [0, 1]) and the margin on its trajectory share.
+NOISE_FLOOR_STD = 1e-6
+CLOSED_LOOP_MARGIN = 0.02
 # The accuracy gate needs this many labelled images: on fewer, 1 point is within sampling noise of a tie flip.
 MIN_LABELLED_IMAGES = 1000
 # Keys where larger is worse (the rest are agreements / accuracies: smaller is worse).
@@ -128,6 +140,21 @@ def gates(variant, labelled, thresholds=None):
     if not labelled and variant in AGREEMENT_FALLBACK:
         return dict(AGREEMENT_FALLBACK[variant])
     return dict(THRESHOLDS[variant])
+
+
+def closed_loop_gates(variant, labelled, floor, thresholds=None):
+    """The gates of a closed-loop model's ``variant`` given the Keras noise floor (`compare_outputs` of Keras on
+    perturbed images against Keras): see the module docstring. ``thresholds`` (optional) overrides per variant."""
+    if thresholds is not None and variant in thresholds:
+        return dict(thresholds[variant])
+    accuracy = {"accuracy_drop": THRESHOLDS["int8"]["accuracy_drop"]} if labelled else dict(
+        AGREEMENT_FALLBACK["int8"])
+    if variant in ("savedmodel", "float32"):
+        limits = {"location_agreement": max(0.0, floor.get("location_agreement", 1.0) - CLOSED_LOOP_MARGIN),
+                  "relative_max_abs_logits": max(THRESHOLDS[variant]["relative_max_abs_logits"],
+                                                 2.0 * floor.get("relative_max_abs_logits", 0.0))}
+        return {**limits, **(accuracy if labelled else {})}
+    return accuracy
 
 
 def check(variant, metrics, limits):
