@@ -17,11 +17,14 @@ from tests.helpers import run_python
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = "saccader_fashion100"
 VARIATIONAL = "variational_fashion100_identify"
+RECURRENT = ("ram_fashion100",)  # closed-loop models, gated against their noise floor
 MAX_FILE_BYTES = 10 * 1024 * 1024
 ARTIFACTS = ("model.keras", "saved_model/saved_model.pb", "model_float32.tflite", "model_float16.tflite",
              "model_dynamic.tflite", "model_int8.tflite", "README.md")
 # The variational saccader ships no full int8 file: it misses its gate (its model card says why).
-SHIPPED_ARTIFACTS = {SHIPPED: ARTIFACTS, VARIATIONAL: tuple(a for a in ARTIFACTS if a != "model_int8.tflite")}
+SHIPPED_ARTIFACTS = {SHIPPED: ARTIFACTS, VARIATIONAL: tuple(a for a in ARTIFACTS if a != "model_int8.tflite"),
+                     **{name: ARTIFACTS for name in RECURRENT}}
+ALL_SHIPPED = [SHIPPED, VARIATIONAL, *RECURRENT]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,7 @@ def folder():
     return saccade_zoo.pretrained_dir(SHIPPED)
 
 
-@pytest.mark.parametrize("name", [SHIPPED, VARIATIONAL])
+@pytest.mark.parametrize("name", ALL_SHIPPED)
 def test_shipped_model_is_listed_and_its_files_are_intact_and_small(name):
     folder = saccade_zoo.pretrained_dir(name)
     assert name in saccade_zoo.list_pretrained()
@@ -46,7 +49,7 @@ def test_shipped_model_is_listed_and_its_files_are_intact_and_small(name):
     assert all(result["passed"] for result in manifest["parity"]["results"].values())
 
 
-@pytest.mark.parametrize("name", [SHIPPED, VARIATIONAL])
+@pytest.mark.parametrize("name", ALL_SHIPPED)
 def test_model_card_states_command_data_and_accuracy(name):
     folder = saccade_zoo.pretrained_dir(name)
     with open(os.path.join(folder, "README.md")) as handle:
@@ -126,7 +129,7 @@ def test_corrupt_file_and_unknown_name_are_clear_errors(folder, tmp_path, monkey
 def test_setup_installs_every_shipped_file():
     data_files = runpy.run_path(os.path.join(ROOT, "setup.py"), run_name="setup_test")["export_data_files"]()
     installed = {os.path.join(target, os.path.basename(f)) for target, files in data_files for f in files}
-    for name in (SHIPPED, VARIATIONAL):
+    for name in ALL_SHIPPED:
         folder = saccade_zoo.pretrained_dir(name)
         shipped = {os.path.join("share", "saccade_zoo", "exports", name, rel)
                    for rel in list(load_manifest(folder)["files"]) + ["manifest.json", "README.md"]}
@@ -171,4 +174,30 @@ def test_variational_model_identifies_held_out_images_as_the_manifest_says():
     before = [w.numpy().copy() for w in model.trainable_weights]
     history = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history
     assert np.isfinite(history["loss"][0]) and {"ce", "kl", "label_accuracy"} <= set(history)
+    assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
+
+
+# ------------------------------------------------------------------------------------- the recurrent models
+@pytest.mark.parametrize("name", RECURRENT)
+def test_recurrent_model_classifies_as_the_manifest_says_and_fine_tunes(name):
+    """A shipped RAM/DRAM: closed-loop (its export was gated against its recorded Keras noise floor), top-1 on the
+    export's 1000 parity images as the manifest says, well above chance, and fit fine-tunes it at once."""
+    folder = saccade_zoo.pretrained_dir(name)
+    manifest = load_manifest(folder)
+    parity = manifest["parity"]
+    assert parity["closed_loop"] and parity["keras_noise_floor"]["input_noise_std"] == 1e-6
+    assert manifest["artifacts"]["keras_compile_state"] is False  # a spent schedule (lr 0) would not fine-tune
+    model = saccade_zoo.load_pretrained(name)
+    assert model.contract.closed_loop and model.contract.aggregation == "last"
+    assert model.class_names[0] == "T-shirt/top"
+    images, labels = real_images(model.image_shape, 1000, seed=0)
+    logits = model.predict(saccade_zoo.preprocess(images, model), batch_size=100, verbose=0)["logits"]
+    accuracy = float(np.mean(np.argmax(logits, -1) == labels))
+    assert accuracy == pytest.approx(parity["results"]["savedmodel"]["keras_accuracy"], abs=0.005)
+    assert accuracy > 0.3  # chance is 0.1
+    model.compile(keras.optimizers.Adam(1e-4, global_clipnorm=5.0), stage="reinforce")
+    x, y = real_images(model.image_shape, 32, split="train", seed=3)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and {"ce", "reinforce", "baseline"} <= set(history)
     assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
