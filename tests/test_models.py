@@ -179,7 +179,8 @@ def test_bad_configuration_gets_a_clear_error():
 def test_registry_and_preprocessing():
     names = saccade_zoo.list_models()
     assert {"bagnet77_lowd_imagenet", "saccader_imagenet", "saccader_cluttered100"} <= set(names)
-    assert saccade_zoo.list_models("saccader*") == ["saccader_cluttered100", "saccader_imagenet"]
+    assert saccade_zoo.list_models("saccader*") == ["saccader_cluttered100", "saccader_convnet_cluttered100",
+                                                    "saccader_imagenet", "saccader_nasnet_imagenet"]
     preset = saccade_zoo.get_preset("saccader_imagenet")
     assert preset["preprocessing"]["image_size"] == [224, 224] and preset["config"]["num_classes"] == 1001
     x = saccade_zoo.preprocess(np.full((1, 2, 2, 3), 255, "uint8"), "saccader_imagenet")
