@@ -1,6 +1,8 @@
 """Registry-wide checks, in the spirit of timm's test_models: every preset builds, runs on valid input, returns
 exactly its output contract, keeps its preset (name, preprocessing, class names) through a save/load round trip
 and gives the same outputs after it. A new family's presets are covered the moment they are registered."""
+import functools
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,12 @@ from saccade_zoo.models.base import GlimpseModel, ZooModel
 SMALL = {"image_shape": (96, 96, 3), "num_classes": 7}
 
 
+@functools.lru_cache(maxsize=None)
+def built(name):
+    """Each preset built once per test session (both registry tests read it; neither changes it)."""
+    return saccade_zoo.build(name, **small_overrides(name))
+
+
 def small_overrides(name):
     preset = saccade_zoo.get_preset(name)
     shape = preset["config"].get("image_shape", (0, 0, 3))
@@ -21,7 +29,7 @@ def small_overrides(name):
 
 @pytest.mark.parametrize("name", saccade_zoo.list_models())
 def test_every_preset_builds_runs_keeps_its_contract_and_round_trips(name, tmp_path):
-    model = saccade_zoo.build(name, **small_overrides(name))
+    model = built(name)
     assert isinstance(model, ZooModel)
     contract = model.contract
     assert isinstance(contract, OutputContract)
@@ -52,7 +60,7 @@ def test_every_preset_builds_runs_keeps_its_contract_and_round_trips(name, tmp_p
 
 @pytest.mark.parametrize("name", saccade_zoo.list_models())
 def test_every_preset_declares_its_training_stages(name):
-    model = saccade_zoo.build(name, **small_overrides(name))
+    model = built(name)
     stages = getattr(model, "stages", ())
     for stage in stages:
         assert stage.metrics[0] == "loss" and stage.epochs >= 1 and stage.learning_rate > 0
