@@ -71,7 +71,7 @@ flags.DEFINE_float("proxy_noise", None, "Variational saccading: feed the model i
                    "resized image plus Gaussian noise of this standard deviation in [0, 1] pixel units (the paper's "
                    "noisy-proxy ablation; fixed per image, seeded). Default: the model makes its clean proxy in-graph.")
 flags.DEFINE_float("reinforce_weight", None, "Weight of the REINFORCE term (default: the stage's own: 1 for the "
-                   "Saccader's policy step and RAM/DRAM, as in the papers' losses).")
+                   "Saccader's policy step, as in its paper; 0.01 for RAM/DRAM, see RecurrentAttentionModel).")
 flags.DEFINE_enum("step_loss", None, ["last", "all"], "RAM/DRAM: cross entropy of the last step's logits (the "
                   "papers', default) or the mean over all steps (also trains the earlier steps' predictions).")
 flags.DEFINE_integer("trajectories", 2, "Sampled trajectories per image in the policy step (the paper: 2).")

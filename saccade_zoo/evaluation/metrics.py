@@ -28,7 +28,7 @@ def _predict(model, images, batch_size):
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def _running_mean(step_logits, contract=None):
+def _scores_after_each_glimpse(step_logits, contract=None):
     """(N, T, C) float64: the class scores after t glimpses, t = 1..T, as the contract aggregates them (default:
     the mean of the first t glimpse logits; a recurrent model's step logits as they are)."""
     return (contract or OutputContract(1)).cumulative_logits(step_logits)
@@ -39,7 +39,7 @@ def accuracy_vs_glimpses(step_logits, labels, contract=None):
     logits (the step's own logits for a recurrent model, whose contract's aggregation is "last"); "correct" is
     what the model's contract says (top-1, or the exact match of every label for a multi-label model; default:
     top-1)."""
-    running = _running_mean(step_logits, contract)
+    running = _scores_after_each_glimpse(step_logits, contract)
     labels = np.asarray(labels)
     if contract is None or not contract.multi_label:
         return (running.argmax(axis=-1) == labels[:, None]).mean(axis=0)
@@ -59,7 +59,7 @@ def label_accuracy_vs_glimpses(step_logits, labels, contract=None):
     """
     if contract is None:
         contract = OutputContract(np.shape(step_logits)[-1], activation=SIGMOID)
-    running = _running_mean(step_logits, contract)
+    running = _scores_after_each_glimpse(step_logits, contract)
     labels = np.asarray(labels)
     if not contract.multi_label:
         raise ValueError("per-label accuracy is for multi-label (sigmoid) models: a single-label model has one "
@@ -94,7 +94,7 @@ def top_k_accuracy_vs_glimpses(step_logits, labels, k=5, contract=None):
     ValueError."""
     if contract is not None and contract.multi_label:
         raise ValueError("top-k accuracy is not defined for a multi-label (sigmoid) model.")
-    running = _running_mean(step_logits, contract)
+    running = _scores_after_each_glimpse(step_logits, contract)
     labels = np.asarray(labels)
     return top_k_correct(running, np.broadcast_to(labels[:, None], running.shape[:2]), k).mean(axis=0)
 

@@ -147,8 +147,7 @@ def closed_loop_gates(variant, labelled, floor, thresholds=None):
     perturbed images against Keras): see the module docstring. ``thresholds`` (optional) overrides per variant."""
     if thresholds is not None and variant in thresholds:
         return dict(thresholds[variant])
-    accuracy = {"accuracy_drop": THRESHOLDS["int8"]["accuracy_drop"]} if labelled else dict(
-        AGREEMENT_FALLBACK["int8"])
+    accuracy = gates("int8", labelled)  # the quantised variants' gate: accuracy, or agreement without labels
     if variant in ("savedmodel", "float32"):
         limits = {"location_agreement": max(0.0, floor.get("location_agreement", 1.0) - CLOSED_LOOP_MARGIN),
                   "relative_max_abs_logits": max(THRESHOLDS[variant]["relative_max_abs_logits"],

@@ -61,13 +61,12 @@ class DRAMGlimpseNetwork(keras.layers.Layer):
         policy = self.dtype_policy
         self.retina = Retina(self.size, len(self.sides), sides=list(self.sides), concat_channels=True, name="retina",
                              dtype=policy)
-        self.filters, self.kernel_sizes = tuple(int(f) for f in filters), tuple(int(k) for k in kernel_sizes)
         if encoder == "convnet":
-            self.filters, self.kernel_sizes, self._side = _check_convs(filters, kernel_sizes, self.size,
-                                                                       "DRAM glimpse network")
+            self.filters, self.kernel_sizes, _ = _check_convs(filters, kernel_sizes, self.size, "DRAM glimpse network")
             self.convs = _conv_stack(self.filters, self.kernel_sizes, "glimpse", policy)
             self.what = keras.layers.Dense(self.units, activation="relu", name="what", dtype=policy)
-        else:
+        else:  # kept in the config only: the ResNet has its own layers
+            self.filters, self.kernel_sizes = tuple(int(f) for f in filters), tuple(int(k) for k in kernel_sizes)
             self.convs, self.what = [], None
         self.where_dense = (keras.layers.Dense(self.units, activation="relu", name="where", dtype=policy)
                             if where == "multiply" else None)

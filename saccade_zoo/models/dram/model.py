@@ -138,11 +138,8 @@ class DRAM(RecurrentAttentionModel):
         r2, upper = parts.upper(r1, upper, training=training)
         return (lower, upper), r1, r2
 
-    def _constructor_config(self):
+    def _network_config(self):
         return {
-            "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
-            "num_glimpses": self.num_glimpses,
             "glimpse_size": self.glimpse_size,
             "sides": list(self.sides),
             "where": self.where,
@@ -156,8 +153,4 @@ class DRAM(RecurrentAttentionModel):
             "context_filters": list(self.context_filters),
             "context_kernels": list(self.context_kernels),
             "baseline": self.baseline_kind,
-            "location_std": self.location_std,
-            "policy": self.policy,
-            "activation": self.activation,
-            "seed": self.seed,
         }

@@ -106,6 +106,15 @@ class RecurrentAttentionModel(StagedTrainingMixin, GlimpseModel):
     def extra_outputs(self):
         return tuple((name, (self.num_glimpses, 2), "float32") for name in EXTRA_OUTPUTS)
 
+    def _constructor_config(self):
+        """The entries every recurrent attention model has; a family adds its network's (``_network_config``)."""
+        return {"image_shape": list(self.image_shape), "num_classes": self.num_classes,
+                "num_glimpses": self.num_glimpses, **self._network_config(), "location_std": self.location_std,
+                "policy": self.policy, "activation": self.activation, "seed": self.seed}
+
+    def _network_config(self):
+        raise NotImplementedError
+
     # ------------------------------------------------------------------------------------------- training
     stages = (Stage("reinforce", "RAM's hybrid loss: cross entropy of the classification + REINFORCE on the sampled "
                     "locations (with the baseline's regression on the reward)",

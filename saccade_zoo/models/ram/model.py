@@ -100,19 +100,12 @@ class RAM(RecurrentAttentionModel):
         h, _ = parts.core(g, [state], training=training)
         return h, h, h
 
-    def _constructor_config(self):
+    def _network_config(self):
         return {
-            "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
-            "num_glimpses": self.num_glimpses,
             "glimpse_size": self.glimpse_size,
             "num_scales": self.num_scales,
             "scale_factor": self.scale_factor,
             "glimpse_units": self.glimpse_units,
             "location_units": self.location_units,
             "units": self.units,
-            "location_std": self.location_std,
-            "policy": self.policy,
-            "activation": self.activation,
-            "seed": self.seed,
         }

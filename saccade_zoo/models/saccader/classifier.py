@@ -5,15 +5,13 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from saccade_zoo.contract import ACTIVATIONS, OutputContract
+from saccade_zoo.contract import ACTIVATIONS
 from saccade_zoo.layers.glimpse import GlimpseSampler
 from saccade_zoo.layers.resize import AreaResize
 from saccade_zoo.models.base import GlimpseModel, reject_unknown_kwargs, shape_hwc
-from saccade_zoo.models.saccader.saccader import Saccader, _check_glimpses
+from saccade_zoo.models.saccader.saccader import OUTPUT_KEYS, Saccader, _check_glimpses
 from saccade_zoo.training.losses import aggregated_cross_entropy, correct, penalised_kernels
 from saccade_zoo.training.staged import Stage, StagedTrainingMixin
-
-OUTPUT_KEYS = tuple(OutputContract(num_classes=1, num_glimpses=1, location_kind="grid").output_specs())
 
 # The sub-networks `SaccaderWithClassifier._forward` runs; ``resize`` is None when both resolutions are equal.
 ClassifierParts = collections.namedtuple("ClassifierParts", "resize saccader box_scale sampler classifier")
