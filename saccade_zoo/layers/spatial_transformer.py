@@ -38,6 +38,7 @@ from keras import ops
 
 from saccade_zoo.layers.glimpse import (_as_hw, _CoordinateLayer, _expand, _float_dtype, crop_and_resize,
                                         normalized_to_pixels, pixels_to_normalized)
+from saccade_zoo.layers.pyramid import pyramid_crop_and_resize
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -164,15 +165,23 @@ def spatial_transformer(images, z, size):
     return ops.squeeze(out, 1) if single else out
 
 
-def localized_spatial_transformer(images, z, size):
+def localized_spatial_transformer(images, z, size, levels=1):
     """The same function as :func:`spatial_transformer`, from the glimpse's bilinear support only:
-    ``crop_and_resize(images, affine_to_boxes(z, (H, W)), size)``. Memory O(B * T * h * w * C)."""
+    ``crop_and_resize(images, affine_to_boxes(z, (H, W)), size)``. Memory O(B * T * h * w * C).
+
+    ``levels`` > 1: each glimpse is sampled from the level of the images' pyramid that
+    :func:`saccade_zoo.layers.pyramid.glimpse_levels` picks for its window (a window >= 2 x the glimpse side reads
+    a coarser, box-filtered level: what a read from a pyramid TIFF returns), see
+    :func:`~saccade_zoo.layers.pyramid.pyramid_crop_and_resize`. ``levels=1`` is the plain transformer's function."""
     images = ops.convert_to_tensor(images)
     z = ops.convert_to_tensor(z)
     _check_images(images)
     _check_z(z)
     _as_hw(size)
-    return crop_and_resize(images, affine_to_boxes(z, _image_size(images)), size)
+    boxes = affine_to_boxes(z, _image_size(images))
+    if levels == 1:
+        return crop_and_resize(images, boxes, size)
+    return pyramid_crop_and_resize(images, boxes, size, levels)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -220,6 +229,9 @@ class LocalizedSpatialTransformer(_AffineGlimpseLayer):
 
     Args:
       size: output side L (the paper: 64) or (h, w).
+      levels: pyramid levels to sample from (1: the full-resolution image only, the paper's function; more: a
+        glimpse whose window is >= 2 x L reads a box-filtered coarser level, as a read from a pyramid TIFF does,
+        see :func:`localized_spatial_transformer`).
     Call args: images (B, H, W, C); z (B, T, 3) or (B, 3) float ``(s, x, y)`` = affine ``[[s, 0, x], [0, s, y]]``
     in normalised coordinates (used in float32, never autocast).
     Returns (B, T, h, w, C) (or (B, h, w, C)) in the layer's compute dtype. ``boxes(z, image_size)`` gives the
@@ -228,6 +240,20 @@ class LocalizedSpatialTransformer(_AffineGlimpseLayer):
     """
 
     _sample = staticmethod(localized_spatial_transformer)
+
+    def __init__(self, size, levels=1, **kwargs):
+        super().__init__(size, **kwargs)
+        self.levels = int(levels)
+        if self.levels < 1:
+            raise ValueError(f"levels must be >= 1, got {levels}.")
+
+    def call(self, images, z):
+        return localized_spatial_transformer(self._images(images), z, self.size, self.levels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(levels=self.levels)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="saccade_zoo")

@@ -7,6 +7,7 @@ import tensorflow as tf
 from keras import ops
 
 from saccade_zoo.layers.glimpse import boxes_to_center_size
+from saccade_zoo.layers.pyramid import PyramidLevel, levels_needed, proxy_level as pick_proxy_level
 from saccade_zoo.layers.resize import AreaResize
 from saccade_zoo.layers.spatial_transformer import LocalizedSpatialTransformer, affine_to_boxes
 from saccade_zoo.models.base import GlimpseModel, check_activation, check_model_input, reject_unknown_kwargs, shape_hwc
@@ -21,7 +22,8 @@ LATENT_DIM = 3  # z = (scale, x, y): the paper's glimpse latent
 # The model's own outputs beyond the contract: the VRNN's posterior and prior per step (B, T, 3), pre-squashing.
 LATENT_OUTPUTS = ("posterior_mean", "posterior_logvar", "prior_mean", "prior_logvar")
 
-VariationalParts = collections.namedtuple("VariationalParts", "proxy_resize encoder cell window transformer crop")
+VariationalParts = collections.namedtuple("VariationalParts",
+                                          "proxy_level proxy_resize encoder cell window transformer crop")
 
 
 @keras.saving.register_keras_serializable(package="saccade_zoo")
@@ -123,6 +125,16 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
         groups: GroupNormalization groups everywhere.
         activation: "softmax" or "sigmoid" (multi-label).
         posterior_variance: None (learned, the paper's model) or a fixed posterior variance (the paper's ablation).
+        pyramid_levels: levels of the in-graph image pyramid the glimpses are sampled from (None: as many as the
+            largest window needs, `saccade_zoo.layers.pyramid.levels_needed`; 1 for the 100 x 100 presets, 4 at
+            2528 x 2528 with 64 px glimpses and windows up to 64%). A glimpse whose window is >= 2 L pixels reads a
+            2 x 2 box-filtered coarser level, as a read from a pyramid TIFF does (`saccade_zoo.inference`), so
+            training sees what inference on files sees. (A deviation from the paper's transformer, which
+            bilinearly point-samples the full-resolution image: at 2528 px a 1,600 px window sampled at 64 points
+            skips 24 of every 25 pixels; its own file path read the full-resolution region.)
+        proxy_level: the pyramid level the proxy is area-resized from (None: `saccade_zoo.layers.pyramid.proxy_level`,
+            the coarsest level >= 4 x the proxy side: 0 at 100 x 100, 4 at 2528 x 2528), the level a file reader
+            reads whole. Ignored (0) with ``proxy_input=True``.
     """
 
     location_kind = "continuous"
@@ -130,8 +142,8 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
     def __init__(self, image_shape=(100, 100, 1), num_classes=10, num_glimpses=4, proxy_shape=None,
                  proxy_input=False, glimpse_size=64, min_scale=0.1, max_scale=0.4, encoder_filters=(32, 64, 128),
                  feature_dim=256, units=256, num_layers=2, decoder_filters=(64, 32), crop_filters=(32, 64, 128, 256),
-                 crop_units=512, groups=8, activation="softmax", posterior_variance=None, name="variational_saccader",
-                 **kwargs):
+                 crop_units=512, groups=8, activation="softmax", posterior_variance=None, pyramid_levels=None,
+                 proxy_level=None, name="variational_saccader", **kwargs):
         reject_unknown_kwargs(type(self).__name__, kwargs)
         image_shape = shape_hwc(image_shape)
         proxy_shape = shape_hwc(proxy_shape or (32, 32, image_shape[-1]), "proxy_shape")
@@ -141,15 +153,24 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
         if not proxy_input and proxy_shape[-1] != image_shape[-1]:
             raise ValueError(f"A proxy made from the image has its channels ({image_shape[-1]}); got proxy_shape "
                              f"{proxy_shape}. Pass proxy_input=True to feed a proxy of another modality.")
+        if pyramid_levels is None:
+            pyramid_levels = levels_needed(image_shape[0], image_shape[1], float(max_scale), int(glimpse_size))
+        if proxy_level is None:
+            proxy_level = 0 if proxy_input else pick_proxy_level(image_shape[0], image_shape[1], proxy_shape[:2])
+        pyramid_levels, proxy_level = int(pyramid_levels), int(proxy_level)
+        if pyramid_levels < 1 or proxy_level < 0 or (proxy_input and proxy_level):
+            raise ValueError(f"Need pyramid_levels >= 1 and proxy_level >= 0 (0 with proxy_input=True), got "
+                             f"pyramid_levels={pyramid_levels}, proxy_level={proxy_level}.")
         dtype = kwargs.get("dtype")
         parts = VariationalParts(
+            proxy_level=PyramidLevel(proxy_level, name="proxy_level", dtype=dtype) if proxy_level else None,
             proxy_resize=None if proxy_input else AreaResize(proxy_shape[:2], name="proxy_resize", dtype=dtype),
             encoder=ProxyEncoder(encoder_filters, feature_dim, groups=groups, name="proxy_encoder", dtype=dtype),
             cell=VRNNCell(proxy_shape, LATENT_DIM, units, num_layers, feature_dim, decoder_filters, groups=groups,
                           posterior_variance=posterior_variance, name="vrnn_cell", dtype=dtype),
             window=GlimpseWindow(min_scale, max_scale, name="glimpse_window"),
-            transformer=LocalizedSpatialTransformer(glimpse_size, name="localized_spatial_transformer",
-                                                    dtype=dtype),
+            transformer=LocalizedSpatialTransformer(glimpse_size, levels=pyramid_levels,
+                                                    name="localized_spatial_transformer", dtype=dtype),
             crop=CropClassifier(num_classes, crop_filters, crop_units, groups=groups, name="crop_classifier",
                                 dtype=dtype),
         )
@@ -160,8 +181,9 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
         out = self._forward(parts, images, inputs["proxy"] if proxy_input else None, int(num_glimpses))
         keys = ("logits", "step_logits", "locations", "boxes", "scales") + LATENT_OUTPUTS
         super().__init__(inputs=inputs, outputs={k: out[k] for k in keys}, name=name, **kwargs)
-        (self.proxy_resize, self.proxy_encoder, self.vrnn_cell, self.glimpse_window, self.transformer,
-         self.crop_classifier) = parts
+        (self.proxy_level_layer, self.proxy_resize, self.proxy_encoder, self.vrnn_cell, self.glimpse_window,
+         self.transformer, self.crop_classifier) = parts
+        self.pyramid_levels, self.proxy_level = pyramid_levels, proxy_level
         self._image_shape, self._proxy_shape = image_shape, proxy_shape
         self.num_glimpses, self.proxy_input, self.glimpse_size = int(num_glimpses), bool(proxy_input), int(glimpse_size)
         self.min_scale, self.max_scale = float(min_scale), float(max_scale)
@@ -178,9 +200,9 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
 
     # ----------------------------------------------------------------------------------------------- graph
     @staticmethod
-    def _forward(parts, images, proxy, num_glimpses, noise=None, training=None, decode=False):
-        if proxy is None:
-            proxy = parts.proxy_resize(images)
+    def _plan(parts, proxy, num_glimpses, noise=None, training=None, decode=False):
+        """The VRNN over the proxy: per-step outputs stacked (B, T, ...), the windows ``affine`` (B, T, 3) and the
+        states ``h_prev`` (B, T, U) the crop classifier reads. Needs no pixel of the full-resolution image."""
         features = parts.encoder(proxy, training=training)
         states, steps = None, []
         for t in range(num_glimpses):
@@ -189,9 +211,20 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
             steps.append(step)
         stacked = {key: ops.stack([ops.cast(s[key], "float32") for s in steps], axis=1)
                    for key in ("z", "mu_q", "logvar_q", "mu_p", "logvar_p")}
-        affine = parts.window(stacked["z"])  # (B, T, 3): (s, x, y)
+        stacked["affine"] = parts.window(stacked["z"])  # (B, T, 3): (s, x, y)
+        stacked["h_prev"] = ops.stack([s["h_prev"] for s in steps], axis=1)
+        if decode:
+            stacked["reconstruction"] = ops.stack([s["reconstruction"] for s in steps], axis=1)
+        return stacked
+
+    @staticmethod
+    def _forward(parts, images, proxy, num_glimpses, noise=None, training=None, decode=False):
+        if proxy is None:
+            level = images if parts.proxy_level is None else parts.proxy_level(images)
+            proxy = parts.proxy_resize(level)
+        stacked = VariationalSaccader._plan(parts, proxy, num_glimpses, noise, training, decode)
+        affine, h_prev = stacked["affine"], stacked["h_prev"]
         glimpses = parts.transformer(images, affine)  # (B, T, L, L, C)
-        h_prev = ops.stack([s["h_prev"] for s in steps], axis=1)
         step_logits = parts.crop(glimpses, h_prev, training=training)
         height, width = images.shape[1], images.shape[2]
         boxes = affine_to_boxes(affine, (height, width))
@@ -202,11 +235,11 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
                "posterior_logvar": stacked["logvar_q"], "prior_mean": stacked["mu_p"],
                "prior_logvar": stacked["logvar_p"], "affine": affine, "glimpses": glimpses, "proxy": proxy}
         if decode:
-            out["reconstruction"] = ops.stack([s["reconstruction"] for s in steps], axis=1)
+            out["reconstruction"] = stacked["reconstruction"]
         return out
 
     def _parts(self):
-        return VariationalParts(self.proxy_resize, self.proxy_encoder, self.vrnn_cell, self.glimpse_window,
+        return VariationalParts(self.proxy_level_layer, self.proxy_resize, self.proxy_encoder, self.vrnn_cell, self.glimpse_window,
                                 self.transformer, self.crop_classifier)
 
     def forward(self, inputs, noise=None, training=None, decode=False, num_glimpses=None):
@@ -216,6 +249,19 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
         images, proxy = self._split_inputs(inputs)
         return self._forward(self._parts(), images, proxy, num_glimpses or self.num_glimpses, noise, training,
                              decode)
+
+    def plan(self, proxy):
+        """Inference's first half: the VRNN over ``proxy`` (B, J, J, Cp), model-ready) with the posterior means.
+        Returns ``affine`` (B, T, 3) windows (s, x, y) and ``h_prev`` (B, T, U): the windows need no pixel of the
+        full-resolution image, so a file reader can fetch all T glimpses at once (`saccade_zoo.inference`).
+        Pixel boxes of an H x W image: ``affine_to_boxes(affine, (H, W))``."""
+        stacked = self._plan(self._parts(), ops.convert_to_tensor(proxy), self.num_glimpses, training=False)
+        return {"affine": stacked["affine"], "h_prev": stacked["h_prev"]}
+
+    def classify_glimpses(self, glimpses, h_prev):
+        """Inference's second half: step logits (B, T, classes) of glimpses (B, T, L, L, C) (model-ready) read at
+        the windows of :meth:`plan`, with its ``h_prev``. The model's logits are their mean over T."""
+        return self.crop_classifier(ops.convert_to_tensor(glimpses), ops.convert_to_tensor(h_prev), training=False)
 
     # ----------------------------------------------------------------------------------------------- input
     def _split_inputs(self, inputs):
@@ -310,4 +356,6 @@ class VariationalSaccader(StagedTrainingMixin, GlimpseModel):
             "groups": self.groups,
             "activation": self.activation,
             "posterior_variance": self.posterior_variance,
+            "pyramid_levels": self.pyramid_levels,
+            "proxy_level": self.proxy_level,
         }
