@@ -34,12 +34,17 @@ DEFAULT_MAX_PIXELS = 1_000_000_000
 # Writing
 # ----------------------------------------------------------------------------------------------------------------
 
-def _downsample2(a: np.ndarray, rows_per_chunk: int = 1024) -> np.ndarray:
-    """2 x 2 box-filter halving (ceil size, edge replicated), computed in row chunks (works on memmaps)."""
+def _downsample2(a: np.ndarray, rows_per_chunk: Optional[int] = None) -> np.ndarray:
+    """2 x 2 box-filter halving (ceil size, edge replicated), computed in row chunks (works on memmaps). By default a
+    chunk's accumulator holds about 16 MB, whatever the image's width (each output row depends on its own two input
+    rows only, so the chunking does not change the result)."""
     h, w = a.shape[:2]
     oh, ow = (h + 1) // 2, (w + 1) // 2
     out = np.empty((oh, ow) + a.shape[2:], a.dtype)
     acc_t = np.float64 if a.dtype.kind == "f" else np.uint32
+    if rows_per_chunk is None:
+        row_bytes = 2 * (w + 1) * int(np.prod(a.shape[2:], dtype=np.int64)) * np.dtype(acc_t).itemsize
+        rows_per_chunk = max(1, (16 << 20) // max(1, row_bytes))
     for r0 in range(0, oh, rows_per_chunk):
         r1 = min(oh, r0 + rows_per_chunk)
         rows = np.asarray(a[2 * r0:min(h, 2 * r1)]).astype(acc_t)
@@ -49,6 +54,7 @@ def _downsample2(a: np.ndarray, rows_per_chunk: int = 1024) -> np.ndarray:
             rows = np.concatenate([rows, rows[:, -1:]], 1)
         s = rows[0::2, 0::2] + rows[1::2, 0::2] + rows[0::2, 1::2] + rows[1::2, 1::2]
         out[r0:r1] = s / 4 if a.dtype.kind == "f" else (s + 2) // 4
+        del rows, s  # free this chunk before the next is read
     return out
 
 
@@ -128,6 +134,282 @@ def write_tiled_tiff(path, array, tile_size: int = 256, min_level_size: Optional
             tw.write(_tiles(level, tile_size, bar), shape=level.shape,
                      subifds=len(shapes) - 1 if k == 0 else None, subfiletype=1 if k else 0, **kwargs)
     return os.fspath(path)
+
+
+def convert_to_tiled_tiff(src, dst, tile_size: int = 256, compression: Optional[str] = "zlib",
+                          max_pixels: Optional[float] = DEFAULT_MAX_PIXELS, verbose: int = 0) -> str:
+    """Convert a JPEG / PNG / plain (striped or tiled) TIFF into a tiled pyramidal TIFF (:func:`write_tiled_tiff`).
+
+    The result is what :class:`TiledImage` reads region by region: level 0 holds the source pixels exactly (for a
+    lossless ``compression``), reduced levels are SubIFDs. ``dst`` is written under a temporary name
+    (``.<name>.<random>.part``) in its own folder, flushed to disk and renamed at the end: an interrupted or failed
+    conversion never leaves a partial file under ``dst`` (a crash may leave the ``.part`` file; an existing ``dst``
+    is replaced only once the new file is complete).
+
+    Sources (recognised by content, not by name):
+
+    * TIFF (tifffile): the first image of the file (its full-resolution level, for a pyramid). Uncompressed,
+      contiguous, native-byte-order pixel data is memory-mapped read-only (``np.memmap``, no decoding); anything
+      else (compressed, tiled, predictor, big-endian) is decoded segment by segment into a scratch memory-mapped
+      file. Grey (MinIsBlack), RGB and JPEG-YCbCr, 1 / 3 / 4 samples (contiguous or planar), 8-64-bit integer or
+      float samples; palette, MinIsWhite, CMYK, 1-bit, 2-sample, volumetric images and stacks of several images
+      are refused with a ValueError saying so.
+    * JPEG, PNG (and BMP, GIF's first frame, WebP, PPM/PGM) via Pillow, which has no region decoding: the whole
+      image is decoded once. Stored as L (grey, 1-bit too), RGB (RGB, palette, CMYK, YCbCr, ...) or RGBA (any mode
+      with alpha or a transparent palette); 16-bit grey stays uint16 (Pillow reduces 16-bit RGB PNGs to 8 bits);
+      32-bit float grey stays float32. The EXIF orientation is not applied (as :class:`TiledImage` reading the
+      file directly). The decoded image is copied band by band into a scratch memory-mapped file and Pillow's
+      copy freed before the pyramid is built.
+
+    The scratch file (H * W * C * bytes per sample) is made in ``dst``'s folder (not in $TMPDIR, which may be a RAM
+    disk), its disk space reserved up front (``posix_fallocate``: a full disk is an OSError before decoding, not
+    a crash while writing a memory map) and unlinked at once, so it vanishes with the process whatever happens.
+
+    Memory (RAM beyond the interpreter) is the larger of two phases:
+
+    1. decoding: for JPEG / PNG, Pillow's decoded image, H * W bytes for grey, 2 * H * W for 16-bit grey,
+       4 * H * W for RGB / RGBA (Pillow stores 3 channels in 4 bytes), plus a ~16 MB band being copied out; it is
+       freed before phase 2. For a TIFF nothing: it is memory-mapped, or decoded straight into the scratch file
+       (tifffile reads 32 MB of compressed data at a time).
+    2. :func:`write_tiled_tiff`: the first reduced level (H * W * C * bytes per sample / 4) plus its 2 x 2 box
+       filter's working set. That filters 1024 output rows at a time in uint32 accumulators, and the previous
+       2048-row block is still alive while the next one is read: about 18 kB * W * C for 8 / 16-bit images taller
+       than 2048 rows (tracemalloc: 141 MiB for 8000 wide grey, 422 MiB for 8000 wide RGB), growing with the
+       image *width*, not its height. This phase dominates today.
+
+    Pages of the memory-mapped source and scratch file count in the resident set as well, but they are
+    file-backed: the kernel writes them back and drops them under memory pressure. Measured with a thread
+    polling /proc/self/status (peak anonymous memory, i.e. RAM that cannot be paged out, above a bare interpreter
+    with numpy / tifffile / Pillow imported, 35 MB; in brackets the peak resident set incl. file-backed pages, from
+    getrusage; two runs each), tile_size 256, zlib, 2-core AMD EPYC, tifffile 2026.3.3, Pillow 13.0, 2026-11-22:
+
+      source (8000 x 8000: 64 MB grey, 192 MB RGB)      peak anon [RSS], MiB   time, s
+      grey PNG (47 MB file)                             175-179 [242-243]      1.8-3.1
+      grey JPEG, quality 90                             179-180 [242-244]      1.6-2.7
+      grey striped TIFF, uncompressed (memory-mapped)   177-178 [240-241]      1.4-2.5
+      grey striped TIFF, zlib (decoded into scratch)    187 [249]              1.7-2.8
+      RGB PNG (148 MB file)                             462-463 [648]          7.5-9.8
+      RGB JPEG, quality 90                              461-463 [649]          5.9-8.2
+      grey striped TIFF, uncompressed, 2000 x 32000     422 [489]              2.1
+      grey striped TIFF, uncompressed, 32000 x 2000     54 [116]               1.6
+
+    So the same 64 MB grey image needs 422 MiB when 32000 wide and 54 MiB when 2000 wide; Pillow's own copy (61 MiB
+    grey, 244 MiB RGB) is below phase 2 at 8000 x 8000. :func:`write_tiled_tiff` alone on the memory-mapped
+    8000 x 8000 TIFF: 153-179 [240]. ``tools/convert_to_tiff.py`` adds TensorFlow's import (``saccade_zoo``
+    imports Keras): 769 MiB peak resident set in all for the grey PNG, 524 MiB of which is the import.
+
+    Args:
+      src: the source image file.
+      dst: the output ``.tif`` path (its folder is created; an existing file is replaced).
+      tile_size, compression: as :func:`write_tiled_tiff` (``compression`` None or "none": uncompressed). Both are
+        checked (with a 16 x 16 probe image of the source's type) before anything is decoded.
+      max_pixels: decompression-bomb guard, as :class:`TiledImage`'s: a source over H * W = ``max_pixels`` is
+        refused from its header, before decoding (None: no limit).
+      verbose: 1 shows :func:`write_tiled_tiff`'s progress bar over tiles.
+    Returns ``dst``.
+    Raises:
+      FileNotFoundError: ``src`` does not exist.
+      ValueError: naming the file: ``src`` is not an image, is corrupt or truncated, is over ``max_pixels``, or of an
+        unsupported kind (see above); ``dst`` is ``src`` itself, or a folder; a bad ``tile_size`` / ``compression``.
+      OSError: ``dst``'s folder cannot be written, or has no room for the scratch file or the output.
+    """
+    import contextlib
+    import errno
+    import io
+    import tempfile
+    import uuid
+
+    import tifffile
+
+    src, dst = os.fspath(src), os.fspath(dst)
+    if isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size <= 0 or tile_size % 16:
+        raise ValueError(f"tile_size must be a positive multiple of 16, got {tile_size!r}.")
+    if compression is not None and str(compression).lower() == "none":
+        compression = None
+    if os.path.isdir(src):
+        raise ValueError(f"{src}: is a directory, not an image file.")
+    if not os.path.isfile(src):
+        raise FileNotFoundError(f"Image file not found: {src}")
+    if os.path.realpath(src) == os.path.realpath(dst) or (os.path.exists(dst) and os.path.samefile(src, dst)):
+        raise ValueError(f"{dst}: the destination is the source file {src} itself; write the tiled TIFF to another "
+                         "path.")
+    if os.path.isdir(dst):
+        raise ValueError(f"{dst}: the destination is a directory; give a file path, e.g. "
+                         f"{os.path.join(dst, os.path.splitext(os.path.basename(src))[0] + '.tif')}.")
+    out_dir = os.path.dirname(os.path.abspath(dst))
+
+    def check_pixels(h, w):
+        if max_pixels is not None and h * w > max_pixels:
+            raise ValueError(
+                f"{src}: {h} x {w} = {h * w:,} pixels exceeds the limit max_pixels={int(max_pixels):,} "
+                "(decompression-bomb guard). If you trust the file, raise it: "
+                f"convert_to_tiled_tiff(..., max_pixels={h * w}) or max_pixels=None.")
+
+    def check_output_format(channels, dtype):
+        """Fail now, not after decoding, when ``compression`` cannot store this kind of image (e.g. JPEG + uint16)."""
+        dtype = np.dtype(dtype)
+        if dtype == np.bool_ or dtype.kind not in "uif":
+            raise ValueError(f"{src}: unsupported sample type {dtype}: use uint8 / uint16 / float32 images.")
+        probe = np.zeros((16, 16, channels) if channels > 1 else (16, 16), dtype)
+        try:
+            tifffile.imwrite(io.BytesIO(), probe, tile=(16, 16), photometric="rgb" if channels > 1 else "minisblack",
+                             compression=compression, metadata=None,
+                             extrasamples=("unassalpha",) if channels == 4 else None)
+        except Exception as e:
+            raise ValueError(f"compression={compression!r} cannot store {src}'s {dtype} images with {channels} "
+                             f"channel(s) ({type(e).__name__}: {e}).") from e
+
+    def scratch(shape, dtype):
+        """A writable memory-mapped array backed by an unlinked, preallocated file in ``out_dir``."""
+        nbytes = max(1, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
+        os.makedirs(out_dir, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{os.path.basename(dst)}.", suffix=".scratch", dir=out_dir)
+        try:
+            try:
+                os.posix_fallocate(fd, 0, nbytes)
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise OSError(e.errno, f"no room in {out_dir} for the {nbytes / 2**20:,.0f} MiB scratch file "
+                                           f"that {src} is decoded into ({os.strerror(e.errno)})") from e
+                os.ftruncate(fd, nbytes)  # a file system without fallocate
+            except AttributeError:  # pragma: no cover -- not POSIX
+                os.ftruncate(fd, nbytes)
+            with open(fd, "r+b", closefd=False) as f:
+                return np.memmap(f, dtype=dtype, mode="r+", offset=0, shape=tuple(shape))
+        finally:
+            os.close(fd)
+            os.unlink(name)
+
+    def read_tiff():
+        """(H, W[, C]) array of the TIFF's first image: a read-only memmap of the file, or decoded into scratch."""
+        tif = None
+        try:
+            tif = tifffile.TiffFile(src)
+            len(tif.pages)  # walks the IFD chain with tifffile's loop check (``series`` alone may loop forever)
+            series = tif.series[0].levels[0]
+            if len(series.pages) != 1:
+                raise ValueError(f"{src}: a stack of {len(series.pages)} images (shape {series.shape}, axes "
+                                 f"{series.axes}); only single images are converted: save them one per file.")
+            page = series.keyframe
+            h, w = _tag_int(src, page, "imagelength"), _tag_int(src, page, "imagewidth")
+            check_pixels(h, w)
+            if int(page.imagedepth) > 1:
+                raise ValueError(f"{src}: volumetric TIFF (depth {page.imagedepth}); only 2-D images are converted.")
+            photometric = tifffile.PHOTOMETRIC
+            if page.photometric not in (photometric.MINISBLACK, photometric.RGB, photometric.YCBCR):
+                kind = getattr(page.photometric, "name", page.photometric)
+                raise ValueError(f"{src}: {kind} TIFF (colour palette, inverted grey, CMYK, ...) is "
+                                 "not converted: save it as grey (MinIsBlack) or RGB first.")
+            shape, axes, dtype = tuple(page.shape), page.axes, page.dtype
+            if dtype is None or dtype == np.bool_ or np.dtype(dtype).kind not in "uif":
+                raise ValueError(f"{src}: unsupported TIFF sample format ({page.bitspersample}-bit, "
+                                 f"SampleFormat {page.sampleformat}).")
+            if axes not in ("YX", "YXS", "SYX") or len(shape) != len(axes):
+                raise ValueError(f"{src}: unsupported TIFF layout (shape {shape}, axes {axes}).")
+            channels = 1 if axes == "YX" else shape[axes.index("S")]
+            if channels not in (1, 3, 4):
+                raise ValueError(f"{src}: {channels} samples per pixel; only grey (1), RGB (3) and RGBA (4) are "
+                                 "converted.")
+            size = os.path.getsize(src)
+            ends = np.asarray(page.dataoffsets, np.int64) + np.asarray(page.databytecounts, np.int64)
+            if len(ends) and ends.max() > size:
+                raise ValueError(f"{src}: truncated TIFF (data runs to byte {int(ends.max())}, file has {size}).")
+            native = np.dtype(dtype).itemsize == 1 or np.dtype(tif.byteorder + np.dtype(dtype).char).isnative
+            memmappable = page.is_memmappable and native
+        except Exception as e:
+            if tif is not None:
+                tif.close()
+            _raise_naming(src, e, "corrupt or unreadable TIFF")
+        try:
+            check_output_format(channels, dtype)
+            if memmappable:
+                arr = np.memmap(src, dtype=np.dtype(dtype), mode="r", offset=int(page.dataoffsets[0]), shape=shape)
+            else:
+                out = scratch(shape, np.dtype(dtype).newbyteorder("="))
+                try:
+                    arr = page.asarray(out=out, buffersize=32 << 20)
+                    if tuple(arr.shape) != shape:
+                        raise ValueError(f"decoded shape {arr.shape}, expected {shape}")
+                except Exception as e:
+                    _raise_naming(src, e, "corrupt or unreadable TIFF")
+        finally:
+            tif.close()
+        return np.moveaxis(arr, 0, -1) if axes == "SYX" else arr
+
+    def read_pillow():
+        """(H, W[, C]) scratch memmap of the image decoded by Pillow (L / RGB / RGBA / uint16 / float32)."""
+        from PIL import Image
+
+        formats = ["PNG", "JPEG", "BMP", "GIF", "WEBP", "PPM"]  # no EPS (Ghostscript) or other exotic decoders
+        im = None
+        old = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # max_pixels is the guard here (checked before decoding)
+        try:
+            try:
+                im = Image.open(src, formats=formats)
+                w, h = im.size
+                check_pixels(h, w)
+                mode = im.mode
+                if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+                    target, dtype, channels = None, np.uint16, 1
+                elif mode == "F":
+                    target, dtype, channels = None, np.float32, 1
+                elif mode in ("1", "L"):
+                    target, dtype, channels = "L", np.uint8, 1
+                elif mode in ("RGBA", "RGBa", "LA", "La", "PA") or (mode == "P" and "transparency" in im.info):
+                    target, dtype, channels = "RGBA", np.uint8, 4
+                else:
+                    target, dtype, channels = "RGB", np.uint8, 3
+                if h < 1 or w < 1:
+                    raise ValueError(f"{src}: empty image ({h} x {w}).")
+                im.load()  # the whole image, in Pillow's memory
+            except Exception as e:
+                if im is not None:
+                    im.close()
+                _raise_naming(src, e, "not an image Pillow reads, or corrupt / truncated (supported: TIFF, "
+                                      f"{', '.join(formats)})")
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+        try:
+            check_output_format(channels, dtype)
+            out = scratch((h, w, channels) if channels > 1 else (h, w), dtype)
+            rows = max(1, (16 << 20) // (w * 4 * channels))  # bands of about 16 MB
+            try:
+                for y in range(0, h, rows):
+                    band = im.crop((0, y, w, min(h, y + rows)))
+                    if target is not None and band.mode != target:
+                        band = band.convert(target)
+                    a = np.asarray(band)
+                    if mode == "I" and a.size and (a.min() < 0 or a.max() > 65535):
+                        raise ValueError(f"{src}: 32-bit integer image with values outside 0..65535 (not converted).")
+                    out[y:y + a.shape[0]] = a
+            except Exception as e:
+                _raise_naming(src, e, "corrupt or unsupported image")
+        finally:
+            im.close()
+        return out
+
+    with open(src, "rb") as f:
+        magic = f.read(4)
+    arr = read_tiff() if magic in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+") else read_pillow()
+    tmp = os.path.join(out_dir, f".{os.path.basename(dst)}.{uuid.uuid4().hex[:12]}.part")
+    try:
+        write_tiled_tiff(tmp, arr, tile_size=tile_size, compression=compression, verbose=verbose)
+        del arr
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # the data is on disk before the name is
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable (best effort)
+        dir_fd = os.open(out_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return dst
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -401,7 +683,7 @@ class TiledImage:
                                  f"level {levels[0].channels}.")
         if not page0.is_tiled:
             warnings.warn(f"{self.path} is a striped (untiled) TIFF: region reads decode whole rows and are slow "
-                          "for large images. Rewrite it with saccade_zoo.data.tiled_tiff.write_tiled_tiff.",
+                          "for large images. Convert it with tools/convert_to_tiff.py.",
                           stacklevel=4)
         return levels
 
@@ -411,7 +693,15 @@ class TiledImage:
         except ImportError as e:  # pragma: no cover
             raise ValueError(f"{self.path}: not a TIFF, and Pillow is not installed to read it.") from e
         try:
-            with Image.open(self.path) as im:
+            # Pillow's own bomb check (Image.MAX_IMAGE_PIXELS, ~179M pixels) would refuse images below max_pixels
+            # as "corrupt": it is off while opening, and max_pixels is checked on the header's size instead.
+            old = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                im = Image.open(self.path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = old
+            with im:
                 w, h = im.size
                 self._check_pixels(h, w)
                 old = Image.MAX_IMAGE_PIXELS
@@ -429,7 +719,8 @@ class TiledImage:
         except Exception as e:
             _raise_naming(self.path, e, "corrupt or unsupported image")
         warnings.warn(f"{self.path} is not a tiled TIFF: the whole image was decoded into memory. "
-                      "Convert it with saccade_zoo.data.tiled_tiff.write_tiled_tiff for fast region reads.",
+                      "Convert it with tools/convert_to_tiff.py (saccade_zoo.data.tiled_tiff.convert_to_tiled_tiff) "
+                      "for fast region reads.",
                       stacklevel=3)
         self._levels = [_Level(self, array=arr)]
 
