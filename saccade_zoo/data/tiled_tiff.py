@@ -169,34 +169,41 @@ def convert_to_tiled_tiff(src, dst, tile_size: int = 256, compression: Optional[
 
     1. decoding: for JPEG / PNG, Pillow's decoded image, H * W bytes for grey, 2 * H * W for 16-bit grey,
        4 * H * W for RGB / RGBA (Pillow stores 3 channels in 4 bytes), plus a ~16 MB band being copied out; it is
-       freed before phase 2. For a TIFF nothing: it is memory-mapped, or decoded straight into the scratch file
-       (tifffile reads 32 MB of compressed data at a time).
-    2. :func:`write_tiled_tiff`: the first reduced level (H * W * C * bytes per sample / 4) plus its 2 x 2 box
-       filter's working set. That filters 1024 output rows at a time in uint32 accumulators, and the previous
-       2048-row block is still alive while the next one is read: about 18 kB * W * C for 8 / 16-bit images taller
-       than 2048 rows (tracemalloc: 141 MiB for 8000 wide grey, 422 MiB for 8000 wide RGB), growing with the
-       image *width*, not its height. This phase dominates today.
+       freed before phase 2. For an uncompressed TIFF nothing: it is memory-mapped. Any other TIFF is decoded
+       straight into the scratch file, tifffile reading 32 MB of compressed data at a time; its buffers peaked at
+       about 90 MiB for the zlib TIFF below.
+    2. :func:`write_tiled_tiff`: the first reduced level (H * W * C * bytes per sample / 4; the next, 1/16, is
+       built while it is alive) plus ~16 MB of 2 x 2 box-filter accumulator chunks: :func:`_downsample2` filters a
+       band of rows at a time, sized so that its accumulator (uint32; float64 for float images) holds about 16 MB
+       whatever the width, and frees each band before reading the next. With the band's sums this comes to about
+       30 MiB above the reduced levels, independent of the image's shape: 47 MiB in all for a 64 MB grey image,
+       8000 x 8000, 2000 x 32000 or 32000 x 2000 alike. For JPEG / PNG and compressed TIFF sources phase 1 is
+       the larger.
 
     Pages of the memory-mapped source and scratch file count in the resident set as well, but they are
     file-backed: the kernel writes them back and drops them under memory pressure. Measured with a thread
     polling /proc/self/status (peak anonymous memory, i.e. RAM that cannot be paged out, above a bare interpreter
-    with numpy / tifffile / Pillow imported, 35 MB; in brackets the peak resident set incl. file-backed pages, from
-    getrusage; two runs each), tile_size 256, zlib, 2-core AMD EPYC, tifffile 2026.3.3, Pillow 13.0, 2026-11-22:
+    with numpy / tifffile / Pillow imported, 34 MiB resident of which 20 MiB anonymous; in brackets the peak
+    resident set incl. file-backed pages, from getrusage, above the same; two runs each), each conversion in a
+    fresh process, tile_size 256, zlib, synthetic images (smooth waves + uniform noise), 2-core AMD EPYC,
+    tifffile 2026.3.3, Pillow 13.0, 2026-11-22:
 
       source (8000 x 8000: 64 MB grey, 192 MB RGB)      peak anon [RSS], MiB   time, s
-      grey PNG (47 MB file)                             175-179 [242-243]      1.8-3.1
-      grey JPEG, quality 90                             179-180 [242-244]      1.6-2.7
-      grey striped TIFF, uncompressed (memory-mapped)   177-178 [240-241]      1.4-2.5
-      grey striped TIFF, zlib (decoded into scratch)    187 [249]              1.7-2.8
-      RGB PNG (148 MB file)                             462-463 [648]          7.5-9.8
-      RGB JPEG, quality 90                              461-463 [649]          5.9-8.2
-      grey striped TIFF, uncompressed, 2000 x 32000     422 [489]              2.1
-      grey striped TIFF, uncompressed, 32000 x 2000     54 [116]               1.6
+      grey PNG (53 MB file)                             80 [141]               1.6-2.3
+      grey JPEG, quality 90                             82 [144-145]           1.6-2.4
+      grey striped TIFF, uncompressed (memory-mapped)   47 [110]               1.1-1.6
+      grey striped TIFF, zlib (decoded into scratch)    90-91 [126]            1.4-1.7
+      RGB PNG (160 MB file)                             267 [451]              5.7-7.6
+      RGB JPEG, quality 90                              264 [449]              6.3-7.2
+      grey striped TIFF, uncompressed, 2000 x 32000     47 [110]               1.0-1.4
+      grey striped TIFF, uncompressed, 32000 x 2000     47 [110]               1.1-1.6
 
-    So the same 64 MB grey image needs 422 MiB when 32000 wide and 54 MiB when 2000 wide; Pillow's own copy (61 MiB
-    grey, 244 MiB RGB) is below phase 2 at 8000 x 8000. :func:`write_tiled_tiff` alone on the memory-mapped
-    8000 x 8000 TIFF: 153-179 [240]. ``tools/convert_to_tiff.py`` adds TensorFlow's import (``saccade_zoo``
-    imports Keras): 769 MiB peak resident set in all for the grey PNG, 524 MiB of which is the import.
+    So the same 64 MB grey image needs 47 MiB whatever its shape, and for JPEG / PNG the peak is Pillow's own copy
+    (61 MiB grey, 244 MiB RGB) plus the band being copied out; the rest of the resident set is mostly the
+    memory-mapped source or scratch file (61 MiB grey, 183 MiB RGB). :func:`write_tiled_tiff` alone on the
+    memory-mapped 8000 x 8000 TIFF: 47 [109]. ``tools/convert_to_tiff.py`` adds TensorFlow's import
+    (``saccade_zoo`` imports Keras): 666 MiB peak resident set in all for the grey PNG (``/usr/bin/time -v``),
+    526 MiB of which is the import.
 
     Args:
       src: the source image file.
