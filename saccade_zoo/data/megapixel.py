@@ -80,8 +80,6 @@ back with :func:`saccade_zoo.data.tiled_tiff.read_cluttered_tiffs` and ``TiledIm
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -384,27 +382,11 @@ def write_megapixel_tiffs(out_dir, items, labels, num_examples: int, config: Opt
     boxes and item labels), so :func:`saccade_zoo.data.tiled_tiff.read_cluttered_tiffs` reads it back. Pixels are
     quantised by :func:`to_uint8` (truncation, as ATS). One example is in memory at a time. Returns ``out_dir``.
     """
-    from saccade_zoo.data.tiled_tiff import LABELS_FILE, write_tiled_tiff
+    from saccade_zoo.data.tiled_tiff import write_example_tiffs
 
-    if num_examples < 0:
-        raise ValueError(f"num_examples must be >= 0, got {num_examples}.")
     config = MegapixelConfig() if config is None else config
-    gen = MegapixelGenerator(items, labels, config, seed)
-    os.makedirs(out_dir, exist_ok=True)
-    bar = _progbar(num_examples, verbose)
-    records = []
-    for i in range(num_examples):
-        ex = gen(i)
-        name = f"{i:05d}.tif"
-        write_tiled_tiff(os.path.join(out_dir, name), to_uint8(ex["image"][..., 0]), tile_size=tile_size)
-        records.append({"file": name, "label": int(ex["label"]), "boxes": ex["boxes"].tolist(),
-                        "item_labels": ex["item_labels"].tolist()})
-        if bar is not None:
-            bar.update(i + 1)
-    meta = {"dataset": "megapixel", "config": dataclasses.asdict(config), "seed": seed, "examples": records}
-    with open(os.path.join(out_dir, LABELS_FILE), "w") as f:
-        json.dump(meta, f)
-    return os.fspath(out_dir)
+    return write_example_tiffs(out_dir, MegapixelGenerator(items, labels, config, seed), num_examples, config, seed,
+                               tile_size, verbose, to_uint8=to_uint8, extra_meta={"dataset": "megapixel"})
 
 
 def megapixel_arrays(items, labels, num_examples: int, config: Optional[MegapixelConfig] = None, seed: int = 0,

@@ -871,21 +871,24 @@ class _NotTiff(Exception):
 LABELS_FILE = "labels.json"
 
 
-def write_cluttered_tiffs(out_dir, items, labels, num_examples: int, config=None, seed: int = 0,
-                          tile_size: int = 256, verbose: int = 0) -> str:
-    """Write cluttered examples (see :mod:`saccade_zoo.data.cluttered`) as tiled pyramidal TIFFs.
+def write_example_tiffs(out_dir, generator, num_examples: int, config, seed: int, tile_size: int = 256,
+                        verbose: int = 0, to_uint8=None, extra_meta=None) -> str:
+    """Write ``generator(i)`` for i < ``num_examples`` as uint8 tiled pyramidal TIFFs plus ``labels.json``.
 
-    Creates ``out_dir/00000.tif, ...`` (uint8 grayscale) and ``out_dir/labels.json`` holding the config, and per
-    example the file name, label (int, or list of 10 for "identify"), boxes (y0, x0, y1, x1 in image pixels) and
-    item labels. One example is in memory at a time. Returns ``out_dir``. Read back with
+    ``generator(i)`` returns a dict with ``image`` (H, W, 1) floats in [0, 1], ``label``, ``boxes`` and
+    ``item_labels`` (as the cluttered and megapixel generators do). Creates ``out_dir/00000.tif, ...`` and
+    ``out_dir/labels.json`` holding ``extra_meta``, the config (a dataclass), the seed and per example the file
+    name, label, boxes (y0, x0, y1, x1 in image pixels) and item labels. ``to_uint8`` maps an image to uint8 (default:
+    round to the nearest level). One example is in memory at a time. Returns ``out_dir``; read back with
     :func:`read_cluttered_tiffs`.
     """
     import dataclasses
 
-    from saccade_zoo.data.cluttered import ClutteredConfig, ClutteredGenerator
-
-    config = ClutteredConfig() if config is None else config
-    gen = ClutteredGenerator(items, labels, config, seed)
+    if num_examples < 0:
+        raise ValueError(f"num_examples must be >= 0, got {num_examples}.")
+    if to_uint8 is None:
+        def to_uint8(image):
+            return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
     os.makedirs(out_dir, exist_ok=True)
     bar = None
     if verbose:
@@ -893,19 +896,30 @@ def write_cluttered_tiffs(out_dir, items, labels, num_examples: int, config=None
         bar = keras.utils.Progbar(num_examples, verbose=verbose, unit_name="image")
     records = []
     for i in range(num_examples):
-        ex = gen(i)
+        ex = generator(i)
         name = f"{i:05d}.tif"
-        img = np.clip(np.rint(ex["image"][..., 0] * 255), 0, 255).astype(np.uint8)
-        write_tiled_tiff(os.path.join(out_dir, name), img, tile_size=tile_size)
-        lab = ex["label"]
-        records.append({"file": name, "label": lab.tolist(), "boxes": ex["boxes"].tolist(),
+        write_tiled_tiff(os.path.join(out_dir, name), to_uint8(ex["image"][..., 0]), tile_size=tile_size)
+        records.append({"file": name, "label": np.asarray(ex["label"]).tolist(), "boxes": ex["boxes"].tolist(),
                         "item_labels": ex["item_labels"].tolist()})
         if bar is not None:
             bar.update(i + 1)
-    meta = {"config": dataclasses.asdict(config), "seed": seed, "examples": records}
+    meta = {**(extra_meta or {}), "config": dataclasses.asdict(config), "seed": seed, "examples": records}
     with open(os.path.join(out_dir, LABELS_FILE), "w") as f:
         json.dump(meta, f)
     return os.fspath(out_dir)
+
+
+def write_cluttered_tiffs(out_dir, items, labels, num_examples: int, config=None, seed: int = 0,
+                          tile_size: int = 256, verbose: int = 0) -> str:
+    """Write cluttered examples (see :mod:`saccade_zoo.data.cluttered`) as tiled pyramidal TIFFs
+    (:func:`write_example_tiffs`: uint8 grayscale, labels.json with the label as an int, or a list of 10 for
+    "identify"). Returns ``out_dir``. Read back with :func:`read_cluttered_tiffs`.
+    """
+    from saccade_zoo.data.cluttered import ClutteredConfig, ClutteredGenerator
+
+    config = ClutteredConfig() if config is None else config
+    return write_example_tiffs(out_dir, ClutteredGenerator(items, labels, config, seed), num_examples, config, seed,
+                               tile_size, verbose)
 
 
 def read_cluttered_tiffs(out_dir) -> Iterator[Tuple[str, Union[int, np.ndarray], np.ndarray]]:
