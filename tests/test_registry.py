@@ -22,9 +22,14 @@ def built(name):
 
 
 def small_overrides(name):
-    preset = saccade_zoo.get_preset(name)
-    shape = preset["config"].get("image_shape", (0, 0, 3))
-    return dict(SMALL, image_shape=(*SMALL["image_shape"][:2], shape[-1])) if shape[0] > 100 else {}
+    config = saccade_zoo.get_preset(name)["config"]
+    shape = config.get("image_shape", (0, 0, 3))
+    if shape[0] <= 100:
+        return {}
+    overrides = dict(SMALL, image_shape=(*SMALL["image_shape"][:2], shape[-1]))
+    if "crop_size" in config:  # a crop-grid model (CropResNet): 3 x 3 crops of 32 px
+        overrides.update(crop_size=32, grid=3)
+    return overrides
 
 
 @pytest.mark.parametrize("name", saccade_zoo.list_models())

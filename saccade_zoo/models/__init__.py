@@ -14,6 +14,7 @@ from saccade_zoo.models.dram.model import DRAM
 from saccade_zoo.models.ram import presets as _ram_presets  # noqa: F401
 from saccade_zoo.models.ram.model import RAM
 from saccade_zoo.models.resnet import presets as _resnet_presets  # noqa: F401
+from saccade_zoo.models.resnet.crops import CropResNet
 from saccade_zoo.models.resnet.resnet import ResNet
 from saccade_zoo.models.saccader import presets as _saccader_presets  # noqa: F401
 from saccade_zoo.models.saccader.classifier import SaccaderWithClassifier
@@ -21,5 +22,5 @@ from saccade_zoo.models.saccader.saccader import BagNetGlimpseModel, PolicyClass
 from saccade_zoo.models.variational import presets as _variational_presets  # noqa: F401
 from saccade_zoo.models.variational.model import VariationalSaccader
 
-__all__ = ["BagNet", "BagNetGlimpseModel", "ConvNet", "DRAM", "GlimpseModel", "PolicyClassifier", "RAM", "ResNet", "Saccader",
-           "VariationalSaccader", "ZooModel"]
+__all__ = ["BagNet", "BagNetGlimpseModel", "ConvNet", "CropResNet", "DRAM", "GlimpseModel", "PolicyClassifier", "RAM",
+           "ResNet", "Saccader", "SaccaderWithClassifier", "VariationalSaccader", "ZooModel"]

@@ -1,5 +1,6 @@
-"""ResNet-18 presets: torchvision's ResNet-18 on ImageNet, and the variational saccading paper's "ResNet-18 - full
-image" baseline on 100x100 cluttered digits (one item, two items' sum, two items' identification)."""
+"""ResNet-18 presets: torchvision's ResNet-18 on ImageNet, the variational saccading paper's "ResNet-18 - full
+image" baseline on 100x100 cluttered digits (one item, two items' sum, two items' identification), and its
+large-image baseline, ResNet-18 over 144 crops of 224 px of 2528x2528 images (two-item identification, photos)."""
 from saccade_zoo.data.cluttered import ClutteredConfig, class_names
 from saccade_zoo.models.bagnet.presets import GREY100, IMAGENET
 from saccade_zoo.models.resnet.resnet import ResNet
@@ -34,3 +35,26 @@ register_preset("resnet18_cluttered100_identify", ResNet,
                 "ResNet-18 on the full 100x100 grayscale cluttered image: identify two items, 10 sigmoid outputs, "
                 "multi-hot labels (the variational saccading paper's baseline: 97.4% on two-digit MNIST)", GREY100,
                 task="identify", num_classes=10, activation="sigmoid", **CLUTTERED100)
+
+from saccade_zoo.models.resnet.crops import CropResNet  # noqa: E402
+
+# The paper's large-image baseline (Ramapuram et al., Section 4.1 and Table 1, "resnet18 - 144 crops", 11.4M
+# parameters): the 2528x2528 image cut into a 12 x 12 grid of 224x224 crops (offsets round(i * 2304 / 11): 0, 209,
+# ..., 2304; neighbours overlap by 14-15 px), ResNet-18 (torchvision's, 512 "logits" per crop) on every crop, the
+# crops' logits summed, one dense layer to the classes. See saccade_zoo.models.resnet.crops.CropResNet for the
+# reading of "sum the logits, dense head" and its count: 11,438,026 trainable (1 channel, 10 classes). Activations
+# are 144 times a ResNet-18 pass at 224 per image (262G multiply-adds): GPU-sized.
+CROPS144 = dict(image_shape=(2528, 2528, 1), crop_size=224, grid=12, crop_units=512, stem="imagenet", **RESNET18)
+
+register_preset("resnet18_crops144_cluttered2528_identify", CropResNet,
+                "ResNet-18 over 144 crops of 224 px of a 2528x2528 grayscale cluttered image, crop logits summed, "
+                "dense head: identify two items, 10 sigmoid outputs, multi-hot labels (the variational saccading "
+                "paper's large-image baseline: 97.3% on two-digit MNIST; 11,438,026 trainable parameters)",
+                {**GREY100, "image_size": [2528, 2528]}, task="identify", num_classes=10, activation="sigmoid",
+                **CROPS144)
+register_preset("resnet18_crops144_photo", CropResNet,
+                "ResNet-18 over 144 crops of 224 px of a 2528x2528 RGB photograph, crop logits summed, dense head, "
+                "6 classes (the variational saccading paper's MIT-Adobe 5k baseline: 63.6%; 11,442,246 trainable "
+                "parameters)", {**IMAGENET, "image_size": [2528, 2528]},
+                class_names=["abstract", "animals", "man-made", "nature", "none", "people"], num_classes=6,
+                **{**CROPS144, "image_shape": (2528, 2528, 3)})

@@ -95,6 +95,29 @@ def basic_block(x, filters, stride, prefix, dtype):
     return keras.layers.ReLU(name=f"{prefix}_out", dtype=dtype)(y)
 
 
+def trunk(x, blocks, filters, stem, dtype):
+    """The convolutional trunk on the Keras tensor ``x``: the stem (``stem_conv``, ``stem_bn``, ``stem_relu`` and,
+    for the "imagenet" stem, ``stem_pool_pad`` + ``stem_pool``), then stage ``s`` of ``blocks[s - 1]`` BasicBlocks
+    with ``filters[s - 1]`` channels (``stage{s}_block{b}_*``; the first block of every stage after the first has
+    stride 2). Returns the last stage's feature map: no pooling, no head. ``blocks``, ``filters`` and ``stem`` are
+    taken as validated. `ResNet` builds on it; `saccade_zoo.models.resnet.crops.CropResNet` runs it on a batch of
+    crops."""
+    if stem == "imagenet":
+        x = _conv(filters[0], 7, 2, "stem_conv", dtype)(x)
+    else:
+        x = _conv(filters[0], 3, 1, "stem_conv", dtype)(x)
+    x = bagnet_blocks.batch_norm("stem_bn", dtype=dtype)(x)
+    x = keras.layers.ReLU(name="stem_relu", dtype=dtype)(x)
+    if stem == "imagenet":
+        x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad", dtype=dtype)(x)  # zeros after a ReLU: as -inf
+        x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool", dtype=dtype)(x)
+    for s, (count, width) in enumerate(zip(blocks, filters), start=1):
+        for b in range(1, count + 1):
+            stride = 2 if (s > 1 and b == 1) else 1
+            x = basic_block(x, width, stride, f"stage{s}_block{b}", dtype)
+    return x
+
+
 @keras.saving.register_keras_serializable(package="saccade_zoo")
 class ResNet(FullImageClassifier):
     """ResNet-18 (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016): the "v1" BasicBlock network
@@ -106,7 +129,7 @@ class ResNet(FullImageClassifier):
     (two-digit identification), the accuracies a hard-attention model reading only a few glimpses is compared
     with (presets ``resnet18_cluttered100_sum`` and ``resnet18_cluttered100_identify``). The paper's other
     ResNet-18 baseline, a ResNet-18 over 144 crops of 224 px of a 2528x2528 image with the crops' logits summed,
-    is not built here.
+    is `saccade_zoo.models.resnet.crops.CropResNet` (built on this network's `trunk`).
 
     Architecture (torchvision's, same layer shapes and paddings): a stem, then one stage per entry of ``blocks``
     with ``filters[i]`` channels and ``blocks[i]`` BasicBlocks, global average pooling and a dense layer to
@@ -183,19 +206,7 @@ class ResNet(FullImageClassifier):
 
         dtype = kwargs.get("dtype")  # the dtype policy of every layer (None: the global policy)
         images = keras.Input(image_shape, name="images")
-        if stem == "imagenet":
-            x = _conv(filters[0], 7, 2, "stem_conv", dtype)(images)
-        else:
-            x = _conv(filters[0], 3, 1, "stem_conv", dtype)(images)
-        x = bagnet_blocks.batch_norm("stem_bn", dtype=dtype)(x)
-        x = keras.layers.ReLU(name="stem_relu", dtype=dtype)(x)
-        if stem == "imagenet":
-            x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad", dtype=dtype)(x)  # zeros after a ReLU: as -inf
-            x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool", dtype=dtype)(x)
-        for s, (count, width) in enumerate(zip(blocks_per_stage, filters), start=1):
-            for b in range(1, count + 1):
-                stride = 2 if (s > 1 and b == 1) else 1
-                x = basic_block(x, width, stride, f"stage{s}_block{b}", dtype)
+        x = trunk(images, blocks_per_stage, filters, stem, dtype)
         x = keras.layers.GlobalAveragePooling2D(name="global_pool", dtype=dtype)(x)
         kernel_init, bias_init = dense_initializers(filters[-1])
         # The output head: float32 under every policy (Keras' advice for the last layer under mixed precision).
