@@ -38,7 +38,15 @@ flags.DEFINE_enum("task", None, ["single", "identify", "sum"],
                   "presets made for any).")
 flags.DEFINE_integer("train_examples", None, "Training images to generate (default: one per source item).")
 flags.DEFINE_integer("test_examples", None, "Test images to generate (default: one per source test item).")
-flags.DEFINE_integer("canvas_size", 100, "Canvas side in pixels.")
+flags.DEFINE_enum("dataset", "cluttered", ["cluttered", "megapixel"], "cluttered: items and clutter pieces on a "
+                  "canvas (RAM / DRAM / variational saccading); megapixel: the attention-sampling papers' 1500x1500 "
+                  "canvases, 3 items of the target class + 2 others + 50 line-noise patches, label the majority "
+                  "(5000 train / 1000 test by default; made on demand, never all in memory).")
+flags.DEFINE_integer("canvas_size", 100, "Canvas side in pixels (megapixel: 1500 unless given).")
+flags.DEFINE_integer("resize_to", None, "Resize every canvas to this side on the fly (bilinear up, area down): "
+                     "--canvas_size=100 --resize_to=2528 is the variational saccading paper's 2528x2528 cluttered "
+                     "MNIST (a bilinear upsample of the 100x100 canvases); --dataset=megapixel --resize_to=180 the "
+                     "low-resolution CNN's view. Resized images are made batch by batch, never all in memory.")
 flags.DEFINE_integer("num_distractors", 8, "Clutter pieces per image (RAM: 8 on 100x100).")
 flags.DEFINE_list("steps", None, "Training stages to run, in order (default: every stage the model declares).")
 flags.DEFINE_list("epochs", None, "Epochs per stage (one value for all, or one per stage; default: the stages' "
@@ -135,7 +143,7 @@ def main(argv):
 
     import saccade_zoo
     from saccade_zoo.data.cluttered import ClutteredConfig, class_names, cluttered_split
-    from saccade_zoo.data.inputs import take_examples
+    from saccade_zoo.data.inputs import LazyImages, ResizedImages, take_examples
     from saccade_zoo.evaluation import (evaluate_policies, format_accuracy_table, plot_accuracy_vs_glimpses,
                                         plot_glimpses)
     from saccade_zoo.models.base import GlimpseModel
@@ -145,6 +153,10 @@ def main(argv):
 
     preset = saccade_zoo.get_preset(FLAGS.preset)
     task = FLAGS.task or preset.get("task") or "single"
+    if FLAGS.dataset == "megapixel":
+        if FLAGS.task not in (None, "single"):
+            raise app.UsageError("--dataset=megapixel has one label per image (the majority class): --task=single.")
+        task = "single"
     config = ClutteredConfig(canvas_size=FLAGS.canvas_size, num_distractors=FLAGS.num_distractors, task=task,
                              num_items=1 if task == "single" else 2)
     source = "sample" if FLAGS.data == "sample" else FLAGS.data_dir
@@ -206,17 +218,35 @@ def main(argv):
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     started = time.time()
 
-    train = cluttered_split("train", source, FLAGS.train_examples, config, FLAGS.seed, FLAGS.verbose)
-    test = cluttered_split("test", source, FLAGS.test_examples, config, FLAGS.seed + 1, FLAGS.verbose)
+    if FLAGS.dataset == "megapixel":
+        from saccade_zoo.data.megapixel import MegapixelConfig, megapixel_examples
+
+        mconfig = MegapixelConfig(canvas_size=FLAGS.canvas_size if FLAGS["canvas_size"].present else 1500)
+        train = megapixel_examples("train", source, FLAGS.train_examples, mconfig, FLAGS.seed, FLAGS.verbose)
+        test = megapixel_examples("test", source, FLAGS.test_examples, mconfig, FLAGS.seed + 1, FLAGS.verbose)
+    else:
+        train = cluttered_split("train", source, FLAGS.train_examples, config, FLAGS.seed, FLAGS.verbose)
+        test = cluttered_split("test", source, FLAGS.test_examples, config, FLAGS.seed + 1, FLAGS.verbose)
+    if FLAGS.resize_to:
+        for split in (train, test):
+            factor = FLAGS.resize_to / split["images"].shape[1]
+            split["images"] = ResizedImages(split["images"], FLAGS.resize_to)
+            split["boxes"] = split["boxes"] * np.float32(factor)
     if model.image_shape != train["images"].shape[1:]:
         raise app.UsageError(f"Preset {FLAGS.preset} takes {model.image_shape} images, the data is "
-                             f"{train['images'].shape[1:]}: pick a matching --preset or --canvas_size.")
+                             f"{train['images'].shape[1:]}: pick a matching --preset, --canvas_size or --resize_to.")
+    lazy = isinstance(train["images"], LazyImages)
+    if lazy and FLAGS.proxy_noise:
+        raise app.UsageError("--proxy_noise needs the images in memory: not with --resize_to or --dataset=megapixel.")
     # The model's inputs: the images, or {"images", "proxy"} with --proxy_noise (one noise draw per split and image)
     noise = FLAGS.proxy_noise or 0.0
     train_inputs = proxy_inputs(model, train["images"], noise, FLAGS.seed)
     test_inputs = proxy_inputs(model, test["images"], noise, FLAGS.seed + 1)
-    validation = (take_examples(test_inputs, slice(0, FLAGS.validation_examples)),
-                  test["labels"][:FLAGS.validation_examples])
+    # Validation arrays go to fit whole: at most ~2 GB of them for images made on demand.
+    count = FLAGS.validation_examples
+    if lazy:
+        count = min(count, max(16, int(2e9 // (4 * np.prod(train["images"].shape[1:])))))
+    validation = (take_examples(test_inputs, slice(0, count)), test["labels"][:count])
     for position, (stage, n_epochs, rate) in enumerate(zip(stages, epochs, rates)):
         print(f"\n=== stage {position + 1}/{len(stages)}: {stage.name} ({n_epochs} epochs, lr {rate}): "
               f"{stage.description} ===")
@@ -242,7 +272,8 @@ def main(argv):
     trained_glimpses = getattr(model, "num_glimpses", FLAGS.eval_glimpses)
     warning = chance_warning(results, model.contract, test["labels"], trained_glimpses)
     results.update(preset=FLAGS.preset, task=task, steps=[s.name for s in stages], epochs=epochs,
-                   learning_rates=rates, seed=FLAGS.seed, data=FLAGS.data, train_examples=len(train["images"]),
+                   learning_rates=rates, seed=FLAGS.seed, data=FLAGS.data, dataset=FLAGS.dataset,
+                   resize_to=FLAGS.resize_to, train_examples=len(train["images"]),
                    test_examples=len(test["images"]), train_seconds=round(train_seconds, 1),
                    proxy_noise=FLAGS.proxy_noise)
     if warning:
@@ -263,7 +294,7 @@ def main(argv):
                               os.path.join(FLAGS.output_dir, "accuracy_vs_glimpses.png"), trained_glimpses,
                               results["full_image"], title=f"{FLAGS.preset}, {FLAGS.data} test set ({task})")
     if glimpse_model is not None:
-        shown = test["images"][:8]
+        shown = take_examples(test["images"], slice(0, 8))
         out = glimpse_model.predict(take_examples(test_inputs, slice(0, 8)), verbose=0)
         plot_glimpses(shown, np.asarray(out["boxes"]), os.path.join(FLAGS.output_dir, "glimpses.png"),
                       labels=test["labels"][:8], predictions=model.contract.predictions(out["logits"]),

@@ -446,3 +446,33 @@ def megapixel_split(split: str, source="sample", num_examples: Optional[int] = N
         print(f"Generating {n} megapixel-MNIST {split} images from {len(items)} items ...")
     split_seed = int(seed) + (split == "train")
     return megapixel_arrays(items, labels, n, config, seed=split_seed, downsample=downsample, verbose=verbose)
+
+
+def megapixel_examples(split: str, source="sample", num_examples: Optional[int] = None,
+                       config: Optional[MegapixelConfig] = None, seed: int = 0, verbose: int = 0) -> Dict[str, object]:
+    """One split for training and evaluation without holding the canvases: ``{"images": GeneratedImages (N, S, S, 1)
+    float32 in [0, 1] made on demand (quantised by :func:`to_uint8`, as the TIFF files hold them), "labels" int64
+    (N,), "boxes" float32 (N, num_items, 4)}`` (items, splits and seeds as :func:`megapixel_split`). The labels and
+    boxes are found by generating every example once (one canvas in memory at a time)."""
+    from saccade_zoo.data.inputs import GeneratedImages
+
+    if split not in SPLIT_SIZES:
+        raise ValueError(f"split must be one of {tuple(SPLIT_SIZES)}, got {split!r}.")
+    items, labels = load_items(split, source)
+    n = SPLIT_SIZES[split] if num_examples is None else int(num_examples)
+    config = MegapixelConfig() if config is None else config
+    gen = MegapixelGenerator(items, labels, config, int(seed) + (split == "train"))
+    out_labels = np.zeros((n,), np.int64)
+    boxes = np.zeros((n, config.num_items, 4), np.float32)
+    bar = _progbar(n, verbose)
+    for i in range(n):
+        ex = gen(i)
+        out_labels[i], boxes[i] = ex["label"], ex["boxes"]
+        if bar is not None and ((i + 1) % 100 == 0 or i + 1 == n):
+            bar.update(i + 1)
+
+    def quantised(i):
+        return {"image": to_uint8(gen(i)["image"]).astype(np.float32) / 255.0}
+
+    size = config.canvas_size
+    return {"images": GeneratedImages(quantised, n, (size, size, 1)), "labels": out_labels, "boxes": boxes}

@@ -18,14 +18,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from saccade_zoo.data.inputs import image_array, num_examples, take_examples
+from saccade_zoo.data.inputs import image_array, num_examples, predict_in_batches, take_examples
 from saccade_zoo.contract import SIGMOID, OutputContract
 from saccade_zoo.models.saccader.policies import POLICIES
 
 
 def _predict(model, images, batch_size):
-    out = model.predict(images, batch_size=batch_size, verbose=0)
-    return {k: np.asarray(v) for k, v in out.items()}
+    return predict_in_batches(model, images, batch_size)
 
 
 def _scores_after_each_glimpse(step_logits, contract=None):
@@ -249,7 +248,7 @@ def evaluate_policies(model, images, labels, max_glimpses=12, policies=POLICIES,
     if top_k:
         result["top_k"] = {"k": int(top_k), "reported": note is None, **({"reason": note} if note else {})}
     if full_model is not None:
-        full = np.asarray(full_model.predict(images, batch_size=batch_size, verbose=0)["logits"])
+        full = np.asarray(_predict(full_model, images, batch_size)["logits"])
         result["full_image"] = float(contract.correct(full, labels).mean())
         if contract.multi_label:
             result["full_image_label_accuracy"] = contract.label_accuracy(full, labels)
