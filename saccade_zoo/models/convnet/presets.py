@@ -36,3 +36,11 @@ register_preset("convnet2_cluttered60", ConvNet,
 register_preset("convnet2_cluttered100", ConvNet,
                 "RAM paper's two-layer ConvNet baseline (our reading: conv 8@10x10 stride 5 + FC 256) for 100x100 "
                 "grayscale cluttered digits, 10 classes", GREY100, image_shape=(100, 100, 1), **RAM_CONVNET2)
+
+# The megapixel task's low-resolution baseline (attention sampling, ICML 2019): a CNN on the whole 1500x1500 canvas
+# area-resized to 180x180 (its scale 0.12; `tools/train.py --dataset=megapixel --resize_to=180`), here the occlusion
+# judge's layout (180 -> 90 -> 45 -> 22 -> 11; a 28 px item is ~3.4 px at this scale).
+register_preset("convnet_megapixel180", ConvNet,
+                "Small full-image CNN on the megapixel task's 1500x1500 canvases resized to 180x180 (the "
+                "low-resolution baseline of attention sampling), 10 classes",
+                {**GREY100, "image_size": [180, 180]}, task="single", **dict(JUDGE100, image_shape=(180, 180, 1)))

@@ -58,3 +58,9 @@ register_preset("resnet18_crops144_photo", CropResNet,
                 "parameters)", {**IMAGENET, "image_size": [2528, 2528]},
                 class_names=["abstract", "animals", "man-made", "nature", "none", "people"], num_classes=6,
                 **{**CROPS144, "image_shape": (2528, 2528, 3)})
+# The megapixel task's tiled full-resolution baseline: ResNet-18 over a 7 x 7 grid of 224 px crops of the 1500x1500
+# canvas (offsets round(i * 1276 / 6), neighbours overlapping by 11-12 px), crop logits summed, dense head.
+register_preset("resnet18_crops49_megapixel", CropResNet,
+                "ResNet-18 over 49 crops of 224 px of a 1500x1500 megapixel-task canvas, crop logits summed, dense "
+                "head, 10 classes (the tiled full-resolution baseline)", {**GREY100, "image_size": [1500, 1500]},
+                task="single", num_classes=10, **dict(CROPS144, image_shape=(1500, 1500, 1), grid=7))

@@ -45,3 +45,13 @@ register_preset("variational_photo", VariationalSaccader,
                 {**IMAGENET, "image_size": [2528, 2528]},
                 class_names=["abstract", "animals", "man-made", "nature", "none", "people"],
                 image_shape=(2528, 2528, 3), num_classes=6, **PAPER)
+
+# The megapixel task of attention sampling / IPS (`saccade_zoo.data.megapixel`: 1500x1500 canvases, 3 items of the
+# target class + 2 others + 50 two-line noise patches; label = the majority class). A 28 px item is 1.8 px of a
+# 96x96 proxy (a 32x32 proxy would shrink it to 0.6 px), read from pyramid level 1 (750 px); 6 glimpses of 64x64 from
+# windows of 3-20% of the side (45-300 px: one item up to a neighbourhood), sampled from a 2-level pyramid.
+register_preset("variational_megapixel", VariationalSaccader,
+                "Variational saccading on the 1500x1500 megapixel task of attention sampling (majority class of 5 "
+                "items among line noise), 10 classes, 6 glimpses of 64x64 from a 96x96 proxy",
+                {**GREY100, "image_size": [1500, 1500]}, task="single", image_shape=(1500, 1500, 1), num_classes=10,
+                **dict(SMALL, num_glimpses=6, proxy_shape=(96, 96, 1), min_scale=0.03, max_scale=0.2))
