@@ -4,8 +4,8 @@ crop, the crops' logits summed and a dense layer on the sum)."""
 import keras
 import numpy as np
 
-from saccade_zoo.models.base import FullImageClassifier, check_activation, reject_unknown_kwargs, shape_hwc
-from saccade_zoo.models.resnet.resnet import STEMS, dense_initializers, feature_map_size, trunk
+from saccade_zoo.models.base import FullImageClassifier, reject_unknown_kwargs
+from saccade_zoo.models.resnet.resnet import check_resnet_args, dense_initializers, feature_map_size, trunk
 
 
 def crop_offsets(side, crop_size, grid):
@@ -185,24 +185,12 @@ class CropResNet(FullImageClassifier):
         **kwargs,
     ):
         reject_unknown_kwargs(type(self).__name__, kwargs)
-        check_activation(activation)
-        if stem not in STEMS:
-            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}.")
-        image_shape = shape_hwc(image_shape)
-        num_classes = int(num_classes)
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+        image_shape, num_classes, blocks_per_stage, filters = check_resnet_args(
+            image_shape, num_classes, blocks, filters, stem, activation)
         if crop_units is not None:
             crop_units = int(crop_units)
             if crop_units < 1:
                 raise ValueError(f"crop_units must be >= 1 (or None: no per-crop fc), got {crop_units}.")
-        blocks_per_stage = tuple(int(b) for b in blocks)
-        filters = tuple(int(f) for f in filters)
-        if not blocks_per_stage or any(b < 1 for b in blocks_per_stage):
-            raise ValueError(f"blocks must list at least one stage's block count (each >= 1), got {blocks_per_stage}.")
-        if len(filters) != len(blocks_per_stage) or any(f < 1 for f in filters):
-            raise ValueError(f"filters needs one width (>= 1) per stage ({len(blocks_per_stage)}: one per entry of "
-                             f"blocks), got {filters}.")
         crop_size, grid = int(crop_size), int(grid)
         offsets = tuple(crop_offsets(side, crop_size, grid) for side in image_shape[:2])
         try:

@@ -95,6 +95,26 @@ def basic_block(x, filters, stride, prefix, dtype):
     return keras.layers.ReLU(name=f"{prefix}_out", dtype=dtype)(y)
 
 
+def check_resnet_args(image_shape, num_classes, blocks, filters, stem, activation):
+    """Validated ``(image_shape, num_classes, blocks, filters)`` of a ResNet-style model (ValueErrors naming the bad
+    argument): a known ``stem`` and ``activation``, at least one class, one width (>= 1) per stage of >= 1 blocks."""
+    check_activation(activation)
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}.")
+    image_shape = shape_hwc(image_shape)
+    num_classes = int(num_classes)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+    blocks = tuple(int(b) for b in blocks)
+    filters = tuple(int(f) for f in filters)
+    if not blocks or any(b < 1 for b in blocks):
+        raise ValueError(f"blocks must list at least one stage's block count (each >= 1), got {blocks}.")
+    if len(filters) != len(blocks) or any(f < 1 for f in filters):
+        raise ValueError(f"filters needs one width (>= 1) per stage ({len(blocks)}: one per entry of blocks), got "
+                         f"{filters}.")
+    return image_shape, num_classes, blocks, filters
+
+
 def trunk(x, blocks, filters, stem, dtype):
     """The convolutional trunk on the Keras tensor ``x``: the stem (``stem_conv``, ``stem_bn``, ``stem_relu`` and,
     for the "imagenet" stem, ``stem_pool_pad`` + ``stem_pool``), then stage ``s`` of ``blocks[s - 1]`` BasicBlocks
@@ -187,20 +207,8 @@ class ResNet(FullImageClassifier):
         **kwargs,
     ):
         reject_unknown_kwargs(type(self).__name__, kwargs)
-        check_activation(activation)
-        if stem not in STEMS:
-            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}.")
-        image_shape = shape_hwc(image_shape)
-        num_classes = int(num_classes)
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
-        blocks_per_stage = tuple(int(b) for b in blocks)
-        filters = tuple(int(f) for f in filters)
-        if not blocks_per_stage or any(b < 1 for b in blocks_per_stage):
-            raise ValueError(f"blocks must list at least one stage's block count (each >= 1), got {blocks_per_stage}.")
-        if len(filters) != len(blocks_per_stage) or any(f < 1 for f in filters):
-            raise ValueError(f"filters needs one width (>= 1) per stage ({len(blocks_per_stage)}: one per entry of "
-                             f"blocks), got {filters}.")
+        image_shape, num_classes, blocks_per_stage, filters = check_resnet_args(
+            image_shape, num_classes, blocks, filters, stem, activation)
         for side in image_shape[:2]:
             feature_map_size(side, stem, len(filters))
 
