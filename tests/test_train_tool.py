@@ -108,6 +108,9 @@ def test_tools_dispatch_on_what_the_model_declares(tmp_path):
     assert policy.returncode != 0 and "has no training stages: it is evaluated, not trained" in policy.stderr
     glimpses = tool("train.py", f"--output_dir={tmp_path}/g", "--preset=bagnet33_cluttered100", "--glimpses=3", *small)
     assert glimpses.returncode != 0 and "takes no glimpses" in glimpses.stderr
+    ignored = tool("train.py", f"--output_dir={tmp_path}/b", "--preset=bagnet33_cluttered100", "--beta=0.5", *small)
+    assert ignored.returncode != 0 and "--beta: no stage of preset bagnet33_cluttered100 (representation)" \
+        in ignored.stderr
 
     identify = tool("train.py", f"--output_dir={tmp_path}/identify", "--task=identify", "--steps=representation,policy",
                     *small)

@@ -158,6 +158,12 @@ def test_training_errors_are_clear(real_batch):
         model.compile("sgd", stage="policy", location_glimpses=6)
     with pytest.raises(ValueError, match="integer class indices"):
         model.fit(images, np.eye(10, dtype="float32")[labels], epochs=1, verbose=0)
+    # A spent schedule (what a model saved by tools/train.py carries): fit warns that nothing will move.
+    spent = keras.optimizers.schedules.CosineDecay(0.01, decay_steps=2)
+    model.compile(keras.optimizers.Adam(spent), stage="policy")
+    model.optimizer.iterations.assign(5)
+    with pytest.warns(UserWarning, match="fit starts with a learning rate of 0"):
+        model.fit(images[:8], labels[:8], batch_size=8, epochs=1, verbose=0)
 
 
 def test_multi_label_saccader_trains_every_stage_on_two_item_identification():

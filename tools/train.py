@@ -215,6 +215,13 @@ def main(argv):
         options["num_glimpses"] = FLAGS.glimpses
     if FLAGS.weight_decay is not None:
         options["weight_decay"] = FLAGS.weight_decay
+    taken = set().union(*(stage.all_options() for stage in stages))
+    for flag, option in (("location_glimpses", "location_glimpses"), ("location_objective", "location_objective"),
+                         ("location_targets", "location_targets"), ("trajectories", "num_trajectories"),
+                         ("beta", "beta"), ("reinforce_weight", "reinforce_weight"), ("step_loss", "step_loss")):
+        if FLAGS[flag].present and option not in taken:  # a flag no stage reads would be silently ignored
+            raise app.UsageError(f"--{flag}: no stage of preset {FLAGS.preset} ({', '.join(s.name for s in stages)}) "
+                                 f"takes {option!r}.")
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     started = time.time()
 

@@ -14,6 +14,8 @@ batch (an all-reduce). With synchronized BatchNorm and keyed sampling, N replica
 """
 import dataclasses
 
+import warnings
+
 import keras
 import tensorflow as tf
 
@@ -150,6 +152,24 @@ class StagedTrainingMixin:
     def _check_stage_options(self, stage, options):
         """Validate (and normalise) a stage's options; returns them."""
         return options
+
+    def fit(self, *args, **kwargs):
+        """Keras ``fit``, warning first when the optimizer's learning rate is 0 at its current step: a model saved at
+        the end of a decayed schedule (tools/train.py's cosine decay ends at 0) and loaded with its compile state
+        would not move under Adam. Recompile it (``model.compile(optimizer, stage=...)``) to fine-tune."""
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None and getattr(optimizer, "built", False):
+            try:
+                rate = float(optimizer.learning_rate)  # a schedule's value at optimizer.iterations
+            except (TypeError, ValueError):
+                rate = None
+            if rate == 0.0:
+                warnings.warn(
+                    f"{type(self).__name__} '{self.name}': fit starts with a learning rate of 0 (the optimizer is at "
+                    f"step {int(optimizer.iterations)} of a spent schedule), so its weights will not change. Compile "
+                    "it again with a fresh optimizer to fine-tune, e.g. model.compile(keras.optimizers.Adam(1e-4), "
+                    f"stage={self.training_options.get('stage')!r}).", stacklevel=2)
+        return super().fit(*args, **kwargs)
 
     def _stage_metric_names(self, stage):
         """The metrics fit reports for a declared `Stage` (a model may drop some, e.g. per-label accuracy of a
