@@ -15,6 +15,14 @@ Two-item identification (multi-hot labels, a multi-label model) or the sum of tw
     python tools/train.py --task=identify --output_dir=runs/identify
     python tools/train.py --task=sum --output_dir=runs/sum
 
+Huge canvases, made batch by batch and never all in memory: the variational saccading paper's 2528x2528 two-item
+identification (100x100 canvases bilinearly upsampled) and the megapixel task of attention sampling (1500x1500):
+
+    python tools/train.py --preset=variational_cluttered2528_identify --canvas_size=100 --resize_to=2528 \
+        --output_dir=runs/vs2528
+    python tools/train.py --preset=variational_megapixel --dataset=megapixel --output_dir=runs/megapixel
+    python tools/train.py --preset=convnet_megapixel180 --dataset=megapixel --resize_to=180 --output_dir=runs/mp180
+
 Interrupt it at any point and run the same command again: it resumes from the last checkpoint.
 Writes <output_dir>/model.keras, results.json, accuracy_vs_glimpses.png, glimpses.png, tensorboard/.
 A stage whose loss or weights diverge stops the run (exit 3) with the command to retry; a final model near chance
