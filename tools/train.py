@@ -282,8 +282,10 @@ def main(argv):
     print("\nEvaluating on the test images ...")
     glimpse_model = model if isinstance(model, GlimpseModel) else None
     # A full-image classifier without cells (a ConvNet) gets its full-image accuracy only (no policies).
+    # Inference batches of twice the training batch (as fit's validation): what fits in training fits here (a 64-image
+    # batch of the 144-crop ResNet at 2528^2 would need ~29 GB for its first activation alone).
     results = evaluate_policies(model, test_inputs, test["labels"], FLAGS.eval_glimpses, FLAGS.eval_policies,
-                                item_boxes=test["boxes"], seed=FLAGS.seed)
+                                batch_size=2 * FLAGS.batch_size, item_boxes=test["boxes"], seed=FLAGS.seed)
     trained_glimpses = getattr(model, "num_glimpses", FLAGS.eval_glimpses)
     warning = chance_warning(results, model.contract, test["labels"], trained_glimpses)
     results.update(preset=FLAGS.preset, task=task, steps=[s.name for s in stages], epochs=epochs,
