@@ -90,10 +90,13 @@ class ResizedImages(LazyImages):
         self.source, self.size = images, size
         self.method = "bilinear" if size[0] * size[1] >= images.shape[1] * images.shape[2] else "area"
 
-    def _make(self, index):
+    def _make(self, index, chunk=8):
         import tensorflow as tf
-        batch = tf.convert_to_tensor(np.asarray(take_examples(self.source, index), np.float32))
-        return tf.image.resize(batch, self.size, method=self.method).numpy()
+        out = np.empty((len(index),) + self.shape[1:], np.float32)
+        for start in range(0, len(index), chunk):  # a few source images at a time (1500^2 or 2528^2 sources)
+            part = np.asarray(take_examples(self.source, index[start:start + chunk]), np.float32)
+            out[start:start + chunk] = tf.image.resize(part, self.size, method=self.method).numpy()
+        return out
 
 
 class GeneratedImages(LazyImages):

@@ -163,7 +163,7 @@ class StagedTrainingMixin:
                 rate = float(optimizer.learning_rate)  # a schedule's value at optimizer.iterations
             except (TypeError, ValueError):
                 rate = None
-            if rate == 0.0:
+            if rate == 0.0 and int(optimizer.iterations) > 0:  # (a warm-up starts at 0: step 0 is fine)
                 warnings.warn(
                     f"{type(self).__name__} '{self.name}': fit starts with a learning rate of 0 (the optimizer is at "
                     f"step {int(optimizer.iterations)} of a spent schedule), so its weights will not change. Compile "
