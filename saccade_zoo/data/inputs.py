@@ -114,12 +114,16 @@ class GeneratedImages(LazyImages):
 
 def predict_in_batches(model, inputs, batch_size, chunk=None):
     """``model.predict`` over ``inputs`` (arrays, a dict of arrays or :class:`LazyImages`), outputs as NumPy arrays (a
-    dict for a dict-output model). Lazy images are made ``chunk`` examples at a time (default 4 batches); arrays go
-    to ``predict`` whole unless ``chunk`` is given."""
+    dict for a dict-output model). Lazy images are made ``chunk`` examples at a time (default 4 batches, at most
+    ~1 GB of inputs, and batches no larger than a chunk); arrays go to ``predict`` whole unless ``chunk`` is given."""
     total = num_examples(inputs)
-    values = inputs.values() if isinstance(inputs, dict) else [inputs]
+    values = list(inputs.values()) if isinstance(inputs, dict) else [inputs]
     lazy = any(isinstance(v, LazyImages) for v in values)
-    chunk = int(chunk or (4 * batch_size if lazy else max(total, 1)))
+    if chunk is None and lazy:  # about 1 GB of inputs at a time (39 images of 2528^2), batches no larger
+        example_bytes = sum(4 * int(np.prod(v.shape[1:])) for v in values)
+        chunk = max(1, min(4 * int(batch_size), int(1e9 // max(1, example_bytes))))
+        batch_size = min(int(batch_size), chunk)
+    chunk = int(chunk or max(total, 1))
     parts = []
     for start in range(0, total, chunk):
         out = model.predict(take_examples(inputs, slice(start, min(total, start + chunk))),
