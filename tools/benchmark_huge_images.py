@@ -18,6 +18,10 @@ Three measurements (numbers and the command in docs/benchmarks.md, "Huge images 
    (warm) and, when run as root, right after dropping it (cold: every tile and tag comes from the disk), and where
    the time goes (open, proxy, plan, reads, classify).
 
+4. ``megapixel``: the megapixel task's three models at batch 1 on 1500^2 megapixel TIFFs (made from the shipped
+   sample's items): variational saccading (`variational_megapixel`), the CNN on the 180^2 view read from the pyramid
+   (`convnet_megapixel180`), ResNet-18 over 49 crops of 224 (`resnet18_crops49_megapixel`).
+
 Images: grey uint8 canvases with texture everywhere (uniform noise 0-31, so tiles do not compress to nothing) and
 bright squares; 256 px tiles, deflate, the 2 x 2 box pyramid (``write_tiled_tiff``). The models are untrained
 (weights do not change the cost; an untrained VRNN proposes windows of about 37% of the side). Files are written
@@ -38,7 +42,7 @@ import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("parts", ["latency", "memory", "throughput"], "Which measurements to run.")
+flags.DEFINE_list("parts", ["latency", "memory", "throughput", "megapixel"], "Which measurements to run.")
 flags.DEFINE_string("workdir", None, "Where the TIFFs and models go (default: a new temp dir, removed at the end).")
 flags.DEFINE_list("batches", ["1", "16"], "Batch sizes of the latency rows.")
 flags.DEFINE_integer("repeats", 3, "Timed batches per latency row (after one warm-up batch).")
@@ -145,9 +149,12 @@ def worker_baseline():
     for n, batch in enumerate(batches):
         t0 = time.perf_counter()
         pixels = []
-        for path in batch:  # the whole full-resolution level, from the same files
+        for path in batch:  # the whole full-resolution level (or, for a smaller model, the image at its size)
             with TiledImage(path) as image:
-                pixels.append(image.read_level(0, dtype="float32"))
+                h, w = image.shape[:2]
+                mh, mw = model.image_shape[:2]
+                pixels.append(image.read_level(0, dtype="float32") if (h, w) == (mh, mw) else
+                              image.read_region(0, 0, h, w, (mh, mw), dtype="float32"))
         x = saccade_zoo.preprocess(np.stack(pixels), model)
         del pixels
         logits = np.asarray(model(x, training=False)["logits"])
@@ -264,6 +271,24 @@ def main(argv):
                 row = {"side": side, "file_mb": os.path.getsize(path) / 2**20, "write_s": written,
                        **predict_tool_rss(vs_path, path)}
                 print(f"memory {row}", flush=True)
+                rows.append(row)
+        if "megapixel" in FLAGS.parts:
+            # The megapixel task (1500^2): variational saccading, a CNN on the 180^2 view (read from the pyramid),
+            # ResNet-18 over 49 crops of 224 of the full resolution; batch 1, fresh process per model.
+            from saccade_zoo.data.cluttered import load_items
+            from saccade_zoo.data.megapixel import write_megapixel_tiffs
+
+            folder = os.path.join(workdir, "megapixel")
+            if not os.path.isdir(folder):
+                items, item_labels = load_items("test", "sample")
+                write_megapixel_tiffs(folder, items, item_labels, 1 + FLAGS.repeats)
+            files = sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".tif"))
+            rows = results["megapixel"] = []
+            for preset, kind in (("variational_megapixel", "vs"), ("convnet_megapixel180", "baseline"),
+                                 ("resnet18_crops49_megapixel", "baseline")):
+                row = run_worker(kind, model_file(preset), files[:1 + FLAGS.repeats], 1, FLAGS.num_workers)
+                row["preset"] = preset
+                print(f"megapixel {row}", flush=True)
                 rows.append(row)
         if "throughput" in FLAGS.parts:
             side = FLAGS.throughput_side
