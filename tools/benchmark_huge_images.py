@@ -67,20 +67,21 @@ flags.DEFINE_integer("first_batch", None, "internal: size of the untimed warm-up
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _status_mb(key):
-    with open("/proc/self/status") as handle:
+def _proc_mb(path, key):
+    """A kB field of a /proc file (e.g. /proc/self/status VmHWM, /proc/meminfo MemAvailable) in MB."""
+    with open(path) as handle:
         for line in handle:
             if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _status_mb(key):
+    return _proc_mb("/proc/self/status", key)
 
 
 def _meminfo_mb(key):
-    with open("/proc/meminfo") as handle:
-        for line in handle:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return _proc_mb("/proc/meminfo", key)
 
 
 def make_image(path, side, seed):

@@ -214,12 +214,10 @@ class FilePredictor:
         return image
 
     def _channels(self, pixels):
-        """Match the model's channels: RGBA drops alpha, grey is repeated for an RGB model."""
-        c = pixels.shape[-1]
-        if c == 4:
+        """Match the model's channels: RGBA drops alpha, grey is repeated for an RGB model (`_open` refused every
+        other mismatch)."""
+        if pixels.shape[-1] == 4:
             pixels = pixels[..., :3]
-            if self.channels == 1:
-                raise ValueError("an RGBA image for a one-channel model")
         if pixels.shape[-1] == 1 and self.channels == 3:
             pixels = np.repeat(pixels, 3, axis=-1)
         return pixels
@@ -230,8 +228,9 @@ class FilePredictor:
         h, w = image.shape[:2]
         available = {tuple(shape[:2]): k for k, shape in enumerate(image.levels)}
         for k in range(level, -1, -1):
-            if level_shape(h, w, k) in available:
-                pixels = image.read_level(available[level_shape(h, w, k)], dtype="float32")
+            index = available.get(level_shape(h, w, k))
+            if index is not None:
+                pixels = image.read_level(index, dtype="float32")
                 if k < level:
                     image.warnings.append(f"{image.path}: no pyramid level {level} ({level_shape(h, w, level)}); "
                                           f"made from level {k} in memory. Convert the file with "
