@@ -218,10 +218,40 @@ def test_loss_falls_on_cluttered_fashion_mnist(build):
     # DRAM starts slower than RAM (its LSTMs and conv glimpse net; the full runs in docs/results.md too): 16 epochs
     # of these 512 canvases took its cross entropy from 2.30 to 2.18, RAM's 8 epochs from 2.32 to 1.82.
     epochs = 8 if build is RAM else 16
+    # Adam for both: this checks that the cross entropy falls on real data (under DRAM's default, SGD, it starts
+    # later than these 256 steps); the policy under DRAM's default is the next test's.
     model.compile(keras.optimizers.Adam(1e-3), stage="reinforce")
     history = model.fit(data["images"], data["labels"], epochs=epochs, batch_size=32, verbose=0).history
     assert np.mean(history["ce"][-2:]) < history["ce"][0] - (0.15 if build is RAM else 0.07), history["ce"]
     assert all(np.isfinite(history["loss"]))
+
+
+def stage_optimizer(model, steps):
+    """The optimizer tools/train.py makes from the model's stage defaults (no warm-up)."""
+    from saccade_zoo.training.runner import make_optimizer
+
+    stage = model.stage("reinforce")
+    return make_optimizer(stage.optimizer, stage.learning_rate, steps, clipnorm=stage.clipnorm)
+
+
+def test_dram_policy_does_not_collapse_under_its_default_optimizer():
+    """Adam normalises the REINFORCE-only gradient of DRAM's location pathway to full-size steps: its first location
+    (emitted from the context network) saturates into a corner within a few steps. The stage's default (SGD with
+    momentum, the papers') keeps it inside the image."""
+    from saccade_zoo.data.cluttered import ClutteredConfig, cluttered_split
+
+    data = cluttered_split("train", "sample", 320, ClutteredConfig(canvas_size=60, num_distractors=4), seed=0,
+                           verbose=0)
+    first = {}
+    for name in ("adam", "default"):
+        keras.utils.set_random_seed(0)
+        model = saccade_zoo.build("dram_cluttered60", num_glimpses=3)
+        model.compile(keras.optimizers.Adam(1e-3) if name == "adam" else stage_optimizer(model, 20),
+                      stage="reinforce")
+        model.fit(data["images"], data["labels"], epochs=2, batch_size=32, verbose=0)
+        first[name] = float(np.abs(np.asarray(model(data["images"][:64])["normalized_locations"][:, 0])).mean())
+    assert model.stage("reinforce").optimizer == "sgd"
+    assert first["adam"] > 0.9 and first["default"] < 0.5, first
 
 
 def test_two_item_identification_uses_exact_match_as_reward():

@@ -1,5 +1,6 @@
 """DRAM, the deep recurrent attention model (Ba, Mnih, Kavukcuoglu 2015), and the Saccader authors' ImageNet DRAM."""
 import collections
+import dataclasses
 
 import keras
 
@@ -35,7 +36,8 @@ class DRAM(RecurrentAttentionModel):
     ``reinforce_weight`` x REINFORCE on the T sampled locations (l ~ N(mean, ``location_std``^2 I), the sample not
     differentiated through), reward 1 when the final classification is right, minus a baseline: ``"learned"``
     (Linear on the gradient-stopped upper state, regressed on the reward) or ``"batch_mean"`` (the mean reward of
-    the global batch; the Saccader authors'). Inference uses the policy's mean.
+    the global batch; the Saccader authors'). Inference uses the policy's mean. The stage's default optimiser is
+    SGD with momentum (the papers'), not Adam: Adam collapses DRAM's policy (see ``stages``).
 
     The ``dram_imagenet`` preset is the Saccader authors' configuration (their Table Supp.1): views 77/150/224 px
     resized to 77, RGB + 2 position channels each (15 channels) into a ResNet-v2-50 (2048-d), LSTMs of 1024 and
@@ -107,6 +109,19 @@ class DRAM(RecurrentAttentionModel):
         self.context_kernels = tuple(int(k) for k in context_kernels)
         self.baseline_kind, self.location_std = baseline, float(location_std)
         self.policy, self._activation, self.seed = policy, activation, seed
+
+    # The papers' optimiser (SGD with momentum; here Nesterov 0.9, lr 0.1 with cosine decay), not RAM's Adam. DRAM's
+    # location pathway (the context network, the upper LSTM, the emission) learns from REINFORCE alone, and Adam
+    # normalises that noisy gradient to full-size steps whatever its weight: every weight of the context network's
+    # 1,568-input dense layer moves by the learning rate in the sign of x * delta, with x >= 0 (ReLU features), so the
+    # first emitted location moves coherently and the tanh saturates within ~10 steps (pre-tanh -0.1 -> -0.5 after
+    # one Adam step at 1e-3; every glimpse in a corner after 100 steps, the collapse of the runs of 3b242b0). Under
+    # SGD the REINFORCE weight sets the pathway's step: pilot on 60x60 canvases, 10,000 canvases x 5 epochs, 1,000
+    # test canvases, seed 0 (top-1): Adam 1e-3 13.4% (collapsed at step 1), Adam 1e-4 25.2%, SGD 0.02 23.0%, 0.05
+    # 28.7%, **0.1 44.3%**, 0.2 (first location saturated) and 0.1 with REINFORCE weight 0.1 (collapsed) 10.6%.
+    # Not a cure at 100x100: there the first location (the context network's) still drifts into a corner under SGD
+    # 0.1 within ~200 steps, the later ones do not (docs/results.md, "RAM and DRAM").
+    stages = (dataclasses.replace(RecurrentAttentionModel.stages[0], optimizer="sgd", learning_rate=0.1),)
 
     @property
     def fovea(self):
