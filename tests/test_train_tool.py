@@ -192,3 +192,32 @@ def test_variational_saccading_and_resnet_through_the_tools(tmp_path):
     assert resnet.returncode == 0, resnet.stderr[-3000:]
     assert "Test top-1 on the full image" in resnet.stdout
     assert keras.models.load_model(str(tmp_path / "resnet" / "model.keras")).contract.activation == "softmax"
+
+
+def _train_module():
+    """tools/train.py as a module (its absl flags are only defined, not parsed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_tool", os.path.join(ROOT, "tools", "train.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_warnings_for_a_chance_level_model_and_a_collapsed_policy():
+    tool = _train_module()
+    contract = saccade_zoo.build("dram_cluttered60").contract
+    labels = np.arange(20) % 10
+
+    def results(accuracy, coverage):
+        return {"policies": {"learned": {"accuracy": accuracy, "coverage": coverage}}, "full_image": None}
+
+    healthy = results([0.3, 0.4, 0.5], [0.05, 0.09, 0.13])
+    assert tool.chance_warning(healthy, contract, labels, 3) is None
+    assert tool.collapse_warning(healthy, 3) is None
+    assert "near chance" in tool.chance_warning(results([0.3, 0.2, 0.14], [0.05, 0.09, 0.13]), contract, labels, 3)
+    # DRAM under Adam: every glimpse on one spot (coverage of 8 glimpses = one glimpse's).
+    collapsed = results([0.3] * 8, [0.0144, 0.0150, 0.0160, 0.0170, 0.0175, 0.0178, 0.0179, 0.018])
+    assert "collapsed" in tool.collapse_warning(collapsed, 8)
+    assert tool.collapse_warning(collapsed, 1) is None  # one glimpse cannot pile up
+    assert tool.collapse_warning({"policies": {}, "full_image": 0.5}, 8) is None  # a full-image model
