@@ -118,7 +118,7 @@ class DRAM(RecurrentAttentionModel):
     # one Adam step at 1e-3; every glimpse in a corner after 100 steps, the collapse of the runs of 3b242b0). Under
     # SGD the REINFORCE weight sets the pathway's step: pilot on 60x60 canvases, 10,000 canvases x 5 epochs, 1,000
     # test canvases, seed 0 (top-1): Adam 1e-3 13.4% (collapsed at step 1), Adam 1e-4 25.2%, SGD 0.02 23.0%, 0.05
-    # 28.7%, **0.1 44.3%**, 0.2 (first location saturated) and 0.1 with REINFORCE weight 0.1 (collapsed) 10.6%.
+    # 28.7%, **0.1 44.3%**, 0.2 24.1% (first location saturated), 0.1 with REINFORCE weight 0.1 10.6% (collapsed).
     # Not a cure at 100x100: there the first location (the context network's) still drifts into a corner under SGD
     # 0.1 within ~200 steps, the later ones do not (docs/results.md, "RAM and DRAM").
     stages = (dataclasses.replace(RecurrentAttentionModel.stages[0], optimizer="sgd", learning_rate=0.1),)
