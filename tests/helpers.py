@@ -20,6 +20,17 @@ def config_round_trip(layer):
     return clone
 
 
+def load_tool(path, name):
+    """A script of tools/ (e.g. tools/train.py) as a module: its functions are callable, its absl flags only
+    defined, not parsed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_python(code, timeout=300):
     """Run code in a fresh interpreter (nothing imported yet); return stdout, fail on error."""
     env_code = "import os; os.environ['TF_ENABLE_ONEDNN_OPTS']='0'; os.environ['TF_CPP_MIN_LOG_LEVEL']='2'\n"

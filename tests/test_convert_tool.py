@@ -2,7 +2,6 @@
 source pixels exactly for lossless sources, TiledImage reads it), clear errors naming bad files (missing, not an
 image, truncated, decompression bomb, destination = source), no partial output after a failure, and the CLI
 (folders / globs / lists, a bad file among good ones, skipping existing outputs or --overwrite, the exit status)."""
-import importlib.util
 import io
 import os
 import struct
@@ -19,6 +18,7 @@ from PIL import Image
 
 from saccade_zoo.data import tiled_tiff
 from saccade_zoo.data.tiled_tiff import TiledImage, convert_to_tiled_tiff, pyramid_shapes
+from tests.helpers import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "convert_to_tiff.py")
@@ -202,11 +202,8 @@ def test_a_failed_or_interrupted_write_leaves_no_partial_output(sources, tmp_pat
 
 @pytest.fixture(scope="module")
 def tool():
-    """tools/convert_to_tiff.py as a module (its absl flags are only defined, not parsed)."""
-    spec = importlib.util.spec_from_file_location("convert_to_tiff_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """tools/convert_to_tiff.py as a module."""
+    return load_tool(TOOL, "convert_to_tiff_tool")
 
 
 def test_collect_inputs_skip_existing_and_overwrite(sources, tmp_path, tool):

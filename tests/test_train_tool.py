@@ -12,6 +12,7 @@ import pytest
 
 import keras
 import saccade_zoo  # noqa: F401  (registers the classes for load_model)
+from tests.helpers import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--train_examples=64", "--test_examples=32", "--batch_size=16", "--epochs=2,1,1", "--checkpoint_every=1",
@@ -194,18 +195,8 @@ def test_variational_saccading_and_resnet_through_the_tools(tmp_path):
     assert keras.models.load_model(str(tmp_path / "resnet" / "model.keras")).contract.activation == "softmax"
 
 
-def _train_module():
-    """tools/train.py as a module (its absl flags are only defined, not parsed)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_tool", os.path.join(ROOT, "tools", "train.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_warnings_for_a_chance_level_model_and_a_collapsed_policy():
-    tool = _train_module()
+    tool = load_tool(os.path.join(ROOT, "tools", "train.py"), "train_tool")
     contract = saccade_zoo.build("dram_cluttered60").contract
     labels = np.arange(20) % 10
 
