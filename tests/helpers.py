@@ -21,13 +21,25 @@ def config_round_trip(layer):
 
 
 def load_tool(path, name):
-    """A script of tools/ (e.g. tools/train.py) as a module: its functions are callable, its absl flags only
-    defined, not parsed."""
+    """A script of tools/ (e.g. tools/train.py) as a module whose functions tests call directly.
+
+    The flags the script defines are removed from absl's global FLAGS again once it has loaded: two scripts that
+    both define e.g. ``--output_dir`` would otherwise clash (absl's DuplicateFlagError) when one pytest worker
+    loads both. So the module's ``main`` (which reads FLAGS) is not callable this way; run the script as a
+    subprocess for that."""
     import importlib.util
 
+    from absl import flags
+
+    before = set(flags.FLAGS)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        for flag_name in set(flags.FLAGS) - before:
+            if flag_name in flags.FLAGS:
+                delattr(flags.FLAGS, flag_name)
     return module
 
 

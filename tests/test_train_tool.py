@@ -212,3 +212,12 @@ def test_warnings_for_a_chance_level_model_and_a_collapsed_policy():
     assert "collapsed" in tool.collapse_warning(collapsed, 8)
     assert tool.collapse_warning(collapsed, 1) is None  # one glimpse cannot pile up
     assert tool.collapse_warning({"policies": {}, "full_image": 0.5}, 8) is None  # a full-image model
+
+
+def test_two_tools_that_define_the_same_flag_load_in_one_process():
+    """tools/train.py and tools/convert_to_tiff.py both define --output_dir; one pytest worker may load both
+    (absl's DuplicateFlagError broke CI when they did)."""
+    for _ in range(2):
+        train = load_tool(os.path.join(ROOT, "tools", "train.py"), "train_tool")
+        convert = load_tool(os.path.join(ROOT, "tools", "convert_to_tiff.py"), "convert_to_tiff_tool")
+        assert callable(train.collapse_warning) and callable(convert.convert_files)
