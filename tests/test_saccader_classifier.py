@@ -1,6 +1,7 @@
 """SaccaderWithClassifier (Saccader-NASNet, paper section 4.3): the paper's parameter count, the high-resolution
 boxes and patches, serialization, the frozen-Saccader classifier stage and the delegated Saccader stages."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -201,3 +202,30 @@ def test_bad_configuration_gets_a_clear_error():
         SaccaderWithClassifier(saccader, tiny_classifier(17), patch=17)
     # A trained Saccader is wrapped, not copied, when the glimpse counts agree.
     assert SaccaderWithClassifier(saccader, tiny_classifier(17)).saccader is saccader
+
+
+@pytest.mark.slow
+def test_export_savedmodel_and_every_tflite_variant_with_parity(tmp_path):
+    """SavedModel and the four TFLite variants (built-in ops only) of the two-network model: the argmax policy is
+    open-loop here (the Saccader's cells come from one pass over the down-sized image), so float32 keeps every
+    glimpse and the logits."""
+    from saccade_zoo.export import export_model
+
+    keras.utils.set_random_seed(5)
+    model = tiny_model()
+    rng = np.random.default_rng(4)
+    x = rng.uniform(size=(40, 128, 128, 1)).astype("float32")
+    model.compile(keras.optimizers.SGD(0.05), stage="classifier")
+    model.fit(x, np.arange(40) % CLASSES, epochs=1, batch_size=8, verbose=0)
+    preprocessing = {"image_size": [128, 128], "channels": 1, "mean": [0.0], "std": [1.0], "value_range": [0, 1]}
+    relaxed = {"dynamic": {"top1_agreement": 0.0}, "int8": {"top1_agreement": 0.0}}  # near-tied logits, barely trained
+    manifest = export_model(model, str(tmp_path / "m"), x[:16], preprocessing=preprocessing, parity_images=x[16:],
+                            thresholds=relaxed)
+    parity = manifest["parity"]["results"]
+    assert {"savedmodel", "tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8"} <= set(parity)
+    assert all(result["passed"] for result in parity.values()), parity
+    assert manifest["model"]["contract"]["aggregation"] == "mean"
+    for variant in ("savedmodel", "tflite_float32"):
+        assert parity[variant]["location_agreement"] == 1.0 and parity[variant]["relative_max_abs_logits"] < 1e-4
+    assert {"model_dynamic.tflite", "model_float16.tflite", "model_float32.tflite", "model_int8.tflite"} <= set(
+        os.listdir(tmp_path / "m"))

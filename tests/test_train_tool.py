@@ -207,6 +207,9 @@ def test_warnings_for_a_chance_level_model_and_a_collapsed_policy():
     assert tool.chance_warning(healthy, contract, labels, 3) is None
     assert tool.collapse_warning(healthy, 3) is None
     assert "near chance" in tool.chance_warning(results([0.3, 0.2, 0.14], [0.05, 0.09, 0.13]), contract, labels, 3)
+    # Evaluated with fewer glimpses than trained: the warning names the count it read.
+    assert "accuracy 14.0% with 3 glimpses" in tool.chance_warning(results([0.3, 0.2, 0.14], [0.1] * 3), contract,
+                                                                   labels, 6)
     # DRAM under Adam: every glimpse on one spot (coverage of 8 glimpses = one glimpse's).
     collapsed = results([0.3] * 8, [0.0144, 0.0150, 0.0160, 0.0170, 0.0175, 0.0178, 0.0179, 0.018])
     assert "collapsed" in tool.collapse_warning(collapsed, 8)

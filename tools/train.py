@@ -133,7 +133,8 @@ def chance_warning(results, contract, labels, glimpses):
     floor = max(2 * chance, chance + 0.05)
     learned = results["policies"].get("learned")
     if learned is not None:
-        accuracy, what = learned["accuracy"][min(glimpses, len(learned["accuracy"])) - 1], f"{glimpses} glimpses"
+        seen = min(glimpses, len(learned["accuracy"]))  # --eval_glimpses may stop short of the trained count
+        accuracy, what = learned["accuracy"][seen - 1], f"{seen} glimpse{'s' * (seen > 1)}"
     else:
         accuracy, what = results["full_image"], "the full image"
     if accuracy < floor:
