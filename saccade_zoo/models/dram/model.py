@@ -119,8 +119,9 @@ class DRAM(RecurrentAttentionModel):
     # SGD the REINFORCE weight sets the pathway's step: pilot on 60x60 canvases, 10,000 canvases x 5 epochs, 1,000
     # test canvases, seed 0 (top-1): Adam 1e-3 13.4% (collapsed at step 1), Adam 1e-4 25.2%, SGD 0.02 23.0%, 0.05
     # 28.7%, **0.1 44.3%**, 0.2 24.1% (first location saturated), 0.1 with REINFORCE weight 0.1 10.6% (collapsed).
-    # Not a cure at 100x100: there the first location (the context network's) still drifts into a corner under SGD
-    # 0.1 within ~200 steps, the later ones do not (docs/results.md, "RAM and DRAM").
+    # Not a cure at 100x100: there the first location (the context network's) still drifted into a corner under SGD
+    # 0.1 within ~200 steps in the 8- and 6-glimpse runs (the 4-glimpse run's stayed near the centre), the later
+    # ones do not (docs/results.md, "RAM and DRAM").
     stages = (dataclasses.replace(RecurrentAttentionModel.stages[0], optimizer="sgd", learning_rate=0.1),)
 
     @property
