@@ -212,7 +212,10 @@ def test_warnings_for_a_chance_level_model_and_a_collapsed_policy():
                                                                    labels, 6)
     # DRAM under Adam: every glimpse on one spot (coverage of 8 glimpses = one glimpse's).
     collapsed = results([0.3] * 8, [0.0144, 0.0150, 0.0160, 0.0170, 0.0175, 0.0178, 0.0179, 0.018])
-    assert "collapsed" in tool.collapse_warning(collapsed, 8)
+    assert "REINFORCE" in tool.collapse_warning(collapsed, 8)
+    # A variational saccader has no REINFORCE term: its advice names its own knobs.
+    advice = tool.collapse_warning(collapsed, 8, variational=True)
+    assert "collapsed" in advice and "--window_scale" in advice and "REINFORCE" not in advice
     assert tool.collapse_warning(collapsed, 1) is None  # one glimpse cannot pile up
     assert tool.collapse_warning({"policies": {}, "full_image": 0.5}, 8) is None  # a full-image model
 

@@ -144,11 +144,12 @@ def chance_warning(results, contract, labels, glimpses):
     return None
 
 
-def collapse_warning(results, glimpses):
+def collapse_warning(results, glimpses, variational=False):
     """A warning when the learned policy's glimpses pile up on one spot: after the trained number of glimpses
     (>= 2) they cover less than 1.5 x what the first glimpse alone covers (e.g. DRAM under Adam: every glimpse in
     one image corner, coverage 1.8% after 8 glimpses of a 100x100 canvas). A model that does not look around is
-    rarely what was meant; the accuracy may still be above chance (a coarse view sees the whole image)."""
+    rarely what was meant; the accuracy may still be above chance (a coarse view sees the whole image). The advice
+    names the knobs of the model's own training: a variational saccader has no REINFORCE term."""
     learned = results["policies"].get("learned")
     coverage = (learned or {}).get("coverage")
     if glimpses < 2 or not coverage or len(coverage) < glimpses or not coverage[0] > 0:
@@ -156,8 +157,10 @@ def collapse_warning(results, glimpses):
     if coverage[glimpses - 1] < 1.5 * coverage[0]:
         return (f"the learned policy's {glimpses} glimpses cover {coverage[glimpses - 1]:.1%} of the image, about "
                 f"what its first glimpse covers ({coverage[0]:.1%}): they sit on one spot, the policy may have "
-                "collapsed. See glimpses.png; a lower learning rate or REINFORCE weight, or another optimizer, "
-                "may help.")
+                "collapsed. See glimpses.png; " + (
+                    "larger windows (--window_scale), a smaller --beta or a lower learning rate may help "
+                    "(docs/results.md, 'Where it looks')." if variational else
+                    "a lower learning rate or REINFORCE weight, or another optimizer, may help."))
     return None
 
 
@@ -306,7 +309,7 @@ def main(argv):
                                 batch_size=2 * FLAGS.batch_size, item_boxes=test["boxes"], seed=FLAGS.seed)
     trained_glimpses = getattr(model, "num_glimpses", FLAGS.eval_glimpses)
     warnings = [chance_warning(results, model.contract, test["labels"], trained_glimpses),
-                collapse_warning(results, trained_glimpses)]
+                collapse_warning(results, trained_glimpses, variational)]
     warning = " Also: ".join(w for w in warnings if w) or None
     results.update(preset=FLAGS.preset, task=task, steps=[s.name for s in stages], epochs=epochs,
                    learning_rates=rates, seed=FLAGS.seed, data=FLAGS.data, dataset=FLAGS.dataset,
