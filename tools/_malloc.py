@@ -1,4 +1,4 @@
-"""Run a tool under tcmalloc when the machine has it: TensorFlow's CPU kernels then train ~1.7x faster here.
+"""Run a tool under tcmalloc when the machine has it: TensorFlow's CPU kernels then train 1.6-1.8x faster here.
 
 With glibc's malloc, every tensor above its mmap threshold (32 MB at most; TensorFlow's generator datasets also set
 its trim threshold to 128 kB) is mapped and unmapped afresh each step, and the kernel zero-fills its pages on first

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TF_ENABLE_ONEDNN_OPTS=0 TF_CPP_MIN_LOG_LEVEL=2 PYTHONHASHSEED=0
-# tcmalloc where installed (tools/_malloc.py says why: TensorFlow on CPU runs ~2x faster), unless
+# tcmalloc where installed (tools/_malloc.py says why: TensorFlow on CPU trains 1.6-1.8x faster), unless
 # SACCADE_ZOO_MALLOC=system; the tools the tests start as subprocesses inherit it.
 TCMALLOC=$(.venv/bin/python tools/_malloc.py)
 if [ -n "$TCMALLOC" ] && [ "${SACCADE_ZOO_MALLOC:-tcmalloc}" != system ]; then

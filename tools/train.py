@@ -346,6 +346,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    import _malloc  # tools/_malloc.py: restart under tcmalloc where installed (~1.7x faster training on CPU)
+    import _malloc  # tools/_malloc.py: restart under tcmalloc where installed (1.6-1.8x faster training on CPU)
     _malloc.reexec_with_tcmalloc()
     sys.exit(app.run(main))
