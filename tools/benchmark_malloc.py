@@ -45,16 +45,17 @@ flags.DEFINE_string("out_json", None, "Also write the results here as JSON.")
 _TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
 
 
-def raise_for(process, err, case, allocator):
-    if process.returncode != 0:
-        raise RuntimeError(f"{case} under {allocator} failed (exit {process.returncode}):\n{err[-3000:]}")
-
-
 def run_measured(case, allocator, workdir):
     """One run with the child's own resource usage (os.wait4), not the accumulated RUSAGE_CHILDREN."""
     out_dir = os.path.join(workdir, f"{case}_{allocator}")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")  # TF_ENABLE_ONEDNN_OPTS as given (TensorFlow's default: on)
     env[_malloc.ENV_CHOICE] = allocator
+    env.pop("_SACCADE_ZOO_MALLOC_REEXEC", None)
+    # A preloaded tcmalloc (e.g. this script started from tools/run_tests.sh's environment) would be inherited by
+    # the "system" run too: drop it; train.py preloads it again itself for the tcmalloc run.
+    preload = [p for p in env.pop("LD_PRELOAD", "").split(":") if p and "tcmalloc" not in p]
+    if preload:
+        env["LD_PRELOAD"] = ":".join(preload)
     command = [sys.executable, _TRAIN, *_COMMON, *CASES[case], f"--output_dir={out_dir}"]
     if FLAGS.cores:
         command = ["taskset", "-c", FLAGS.cores, *command]
@@ -63,9 +64,10 @@ def run_measured(case, allocator, workdir):
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        raise_for(process, err.read(), case, allocator)
+        code = process.returncode = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            err.seek(0)
+            raise RuntimeError(f"{case} under {allocator} failed (exit {code}):\n{err.read()[-3000:]}")
     with open(os.path.join(out_dir, "results.json")) as f:
         results = json.load(f)
     return dict(train_seconds=results["train_seconds"], wall_seconds=round(wall, 1),
