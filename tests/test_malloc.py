@@ -30,7 +30,7 @@ print('running', os.getpid(), sys.argv[1:], mapped, flush=True)
 def run_probe(tmp_path, **env_overrides):
     script = tmp_path / "probe.py"
     script.write_text(PROBE)
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", _malloc.ENV_CHOICE, "_SACCADE_ZOO_MALLOC_REEXEC")}
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", _malloc.ENV_CHOICE, _malloc.ENV_DONE)}
     env.update(env_overrides)
     out = subprocess.run([sys.executable, "-X", "utf8", str(script), "--flag=1", "two words"], env=env,
                          capture_output=True, text=True, timeout=60, check=True).stdout
@@ -59,6 +59,19 @@ def test_no_second_restart_when_already_preloaded(tmp_path):
     lines = run_probe(tmp_path, LD_PRELOAD=_malloc.find_tcmalloc())
     assert [kind for kind, _ in lines] == ["start", "running"]
     assert lines[1][1].endswith("True")
+
+
+@needs_tcmalloc
+def test_preload_environment_for_run_tests_sh():
+    library = _malloc.find_tcmalloc()
+    env = _malloc.preload_environment({})
+    assert env["LD_PRELOAD"] == library and int(env["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"]) >= 1 << 40
+    assert _malloc.preload_environment({"LD_PRELOAD": "/x/libother.so"})["LD_PRELOAD"] == f"{library}:/x/libother.so"
+    assert _malloc.preload_environment({"SACCADE_ZOO_MALLOC": "system"}) == {}
+    assert _malloc.preload_environment({"LD_PRELOAD": library}) == {}
+    out = subprocess.run([sys.executable, os.path.join(TOOLS, "_malloc.py"), "--exports"], capture_output=True,
+                         text=True, check=True, env={"PATH": os.environ.get("PATH", "")}).stdout
+    assert f"export LD_PRELOAD={library}" in out.splitlines()
 
 
 @pytest.mark.parametrize("tool", ["train.py", "evaluate.py"])

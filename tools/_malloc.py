@@ -12,10 +12,11 @@ loaded, or turned off with SACCADE_ZOO_MALLOC=system. Only the tools' `__main__`
 """
 import glob
 import os
+import shlex
 import sys
 
 ENV_CHOICE = "SACCADE_ZOO_MALLOC"  # "tcmalloc" (default) or "system"
-_ENV_DONE = "_SACCADE_ZOO_MALLOC_REEXEC"
+ENV_DONE = "_SACCADE_ZOO_MALLOC_REEXEC"  # set in the restarted process
 _PATTERNS = ("/usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib64/libtcmalloc_minimal.so.4",
              "/usr/lib/libtcmalloc_minimal.so.4", "/usr/local/lib/libtcmalloc_minimal.so.4")
 
@@ -29,24 +30,39 @@ def find_tcmalloc():
     return None
 
 
-def reexec_with_tcmalloc():
-    """Replace this process by the same command under tcmalloc (see the module docstring); returns if it does not."""
-    preload = os.environ.get("LD_PRELOAD", "")
-    if (os.environ.get(ENV_CHOICE, "tcmalloc") == "system" or os.environ.get(_ENV_DONE) or "tcmalloc" in preload
-            or not sys.platform.startswith("linux")):
-        return
+def preload_environment(environ=None):
+    """The variables that put tcmalloc under a process started with `environ` (default: this one's), or {} when it
+    is missing, already preloaded or turned off (SACCADE_ZOO_MALLOC=system). An existing LD_PRELOAD is kept."""
+    environ = os.environ if environ is None else environ
+    preload = environ.get("LD_PRELOAD", "")
+    if environ.get(ENV_CHOICE, "tcmalloc") == "system" or "tcmalloc" in preload or not sys.platform.startswith("linux"):
+        return {}
     library = find_tcmalloc()
     if library is None:
-        return
-    env = dict(os.environ)
-    env["LD_PRELOAD"] = f"{library}:{preload}" if preload else library
-    env[_ENV_DONE] = "1"
+        return {}
     # tcmalloc reports every allocation above 1 GB on stderr by default; a 2528x2528 batch makes several.
-    env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
+    return {"LD_PRELOAD": f"{library}:{preload}" if preload else library,
+            "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": environ.get("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD",
+                                                                 str(1 << 40))}
+
+
+def reexec_with_tcmalloc():
+    """Replace this process by the same command under tcmalloc (see the module docstring); returns if it does not."""
+    extra = {} if os.environ.get(ENV_DONE) else preload_environment()
+    if not extra:
+        return
+    env = dict(os.environ, **extra)
+    env[ENV_DONE] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable] + sys.orig_argv[1:], env)
 
 
-if __name__ == "__main__":  # print the library's path (tools/run_tests.sh preloads it for the test processes)
-    print(find_tcmalloc() or "")
+if __name__ == "__main__":
+    # No argument: the library's path, or nothing (tools/setup_env.sh, .ci/run). --exports: shell `export` lines
+    # of preload_environment() (tools/run_tests.sh evaluates them, so the tests and their subprocesses run under it).
+    if sys.argv[1:] == ["--exports"]:
+        for name, value in preload_environment().items():
+            print(f"export {name}={shlex.quote(value)}")
+    else:
+        print(find_tcmalloc() or "")

@@ -50,7 +50,7 @@ def run_measured(case, allocator, workdir):
     out_dir = os.path.join(workdir, f"{case}_{allocator}")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")  # TF_ENABLE_ONEDNN_OPTS as given (TensorFlow's default: on)
     env[_malloc.ENV_CHOICE] = allocator
-    env.pop("_SACCADE_ZOO_MALLOC_REEXEC", None)
+    env.pop(_malloc.ENV_DONE, None)
     # A preloaded tcmalloc (e.g. this script started from tools/run_tests.sh's environment) would be inherited by
     # the "system" run too: drop it; train.py preloads it again itself for the tcmalloc run.
     preload = [p for p in env.pop("LD_PRELOAD", "").split(":") if p and "tcmalloc" not in p]

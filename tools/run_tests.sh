@@ -5,10 +5,7 @@ cd "$(dirname "$0")/.."
 export TF_ENABLE_ONEDNN_OPTS=0 TF_CPP_MIN_LOG_LEVEL=2 PYTHONHASHSEED=0
 # tcmalloc where installed (tools/_malloc.py says why: TensorFlow on CPU trains 1.6-1.8x faster), unless
 # SACCADE_ZOO_MALLOC=system; the tools the tests start as subprocesses inherit it.
-TCMALLOC=$(.venv/bin/python tools/_malloc.py)
-if [ -n "$TCMALLOC" ] && [ "${SACCADE_ZOO_MALLOC:-tcmalloc}" != system ]; then
-  export LD_PRELOAD="$TCMALLOC${LD_PRELOAD:+:$LD_PRELOAD}" TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=1099511627776
-fi
+eval "$(.venv/bin/python tools/_malloc.py --exports)"
 [ $# -gt 0 ] || set -- tests
 # Two worker processes (pytest-xdist), each test file on one worker (its module fixtures are built once);
 # SACCADE_ZOO_TEST_WORKERS=0 runs everything in this process.
