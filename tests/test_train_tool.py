@@ -30,9 +30,11 @@ def env():
 @pytest.mark.slow
 def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
-    done = subprocess.run(train_cmd(whole), env=env(), capture_output=True, text=True, timeout=600)
+    # The uninterrupted reference needs only the step the kill interrupts (the representation step); the killed run
+    # goes on through all three steps and the evaluation after its resume.
+    done = subprocess.run(train_cmd(whole) + ["--steps=representation", "--epochs=2"], env=env(), capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Test top-1 vs number of glimpses" in done.stdout
 
     proc = subprocess.Popen(train_cmd(killed), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = os.path.join(killed, "representation", "checkpoint.keras")
@@ -64,18 +66,17 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert remaining > 0 and gap < 0.01 * remaining, (gap, remaining)
     # The later steps make discrete choices (top-k location targets, sampled glimpses) that such rounding can
     # flip, so they are checked for completion, not bitwise equality.
+    assert "Test top-1 vs number of glimpses" in resumed.stdout
     for name, steps in (("location", 4), ("policy", 4)):
-        a = keras.models.load_model(os.path.join(whole, name, "final.keras"))
         b = keras.models.load_model(os.path.join(killed, name, "final.keras"))
-        assert a.training_options["stage"] == b.training_options["stage"] == name
-        assert int(a.optimizer.iterations) == int(b.optimizer.iterations) == steps
+        assert b.training_options["stage"] == name and int(b.optimizer.iterations) == steps
 
-    results = json.load(open(os.path.join(whole, "results.json")))
+    results = json.load(open(os.path.join(killed, "results.json")))
     assert set(results["policies"]) == {"learned", "ordered_logits"}
     assert len(results["policies"]["learned"]["accuracy"]) == 3
     for name in ("glimpses.png", "accuracy_vs_glimpses.png"):
-        assert os.path.getsize(os.path.join(whole, name)) > 5000
-    assert os.listdir(os.path.join(whole, "tensorboard", "policy"))
+        assert os.path.getsize(os.path.join(killed, name)) > 5000
+    assert os.listdir(os.path.join(killed, "tensorboard", "policy"))
 
 
 def test_bad_flags_fail_clearly(tmp_path):
